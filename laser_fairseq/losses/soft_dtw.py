@@ -1,0 +1,350 @@
+"""Soft-DTW and the soft-DTW divergence for padded, variable-length batches.
+
+Definitions (REFERENCE.md section 1), per pair, over the valid frames only::
+
+    C_ij = ||x_i - y_j||^2
+    R_ij = C_ij + softmin_g(R_{i-1,j-1}, R_{i-1,j}, R_{i,j-1}),  R_00 = 0,  R_0j = R_i0 = +inf
+    softmin_g(a, b, c) = -g log(exp(-a/g) + exp(-b/g) + exp(-c/g))
+    sdtw(x, y) = R_nm
+    D(x, y) = sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2        (not divided by length)
+
+Structure: the cost matrices are built with matmuls in PyTorch (autograd carries their gradient back
+to ``x`` and ``y``); the dynamic programme runs inside one ``torch.autograd.Function`` whose backward
+is Cuturi & Blondel's E-matrix recursion, dE/dC = E. A backend only implements the DP on a list of
+cost tensors. The three problems of the divergence (xy, xx, yy) go to the backend in a single call,
+each with its own lengths.
+
+Backends: ``"torch"`` (pure PyTorch, anti-diagonal wavefront vectorised over problems and the
+diagonal, any device), ``"numba"`` (CPU kernel, :mod:`laser_fairseq.losses.soft_dtw_cpu`),
+``"cuda"`` (numba.cuda kernel, :mod:`laser_fairseq.losses.soft_dtw_cuda`), ``"auto"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from laser_fairseq.losses.pairwise import squared_distances
+
+# Finite stand-in for +inf on the DP border: exp(-(BIG - finite) / gamma) underflows to exactly 0,
+# and no inf - inf can produce NaN.
+BIG = 1e10
+
+BACKENDS = ("auto", "torch", "numba", "cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checking
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_lengths(lengths: Optional[torch.Tensor], name: str, batch: int, max_len: int,
+                   device: torch.device) -> torch.Tensor:
+    """Validate a ``(B,)`` length tensor (or build the full lengths) -> ``(B,)`` int64 on ``device``."""
+    if lengths is None:
+        return torch.full((batch,), max_len, dtype=torch.long, device=device)
+    if not isinstance(lengths, torch.Tensor):
+        raise ValueError(f"{name} must be a (B,) integer tensor, got {type(lengths).__name__}")
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"{name} must have shape ({batch},), got {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got {lengths.dtype}")
+    if batch > 0:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > max_len:
+            raise ValueError(f"{name} must lie in [1, {max_len}] (the padded length), got min {lo}, "
+                             f"max {hi}")
+    return lengths.to(device=device, dtype=torch.long)
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Validate ``x (B, N, d)`` and ``y (B, M, d)``."""
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise ValueError(f"{name} must have shape (B, T, d), got {tuple(t.shape)}")
+        if not t.dtype.is_floating_point:
+            raise ValueError(f"{name} must be floating point, got {t.dtype}")
+        if t.shape[1] < 1:
+            raise ValueError(f"{name} must have at least one frame, got shape {tuple(t.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same batch size, got x {tuple(x.shape)}, y {tuple(y.shape)}")
+    if x.shape[2] != y.shape[2]:
+        raise ValueError(f"x and y must have the same feature size, got x {tuple(x.shape)}, "
+                         f"y {tuple(y.shape)}")
+    if x.device != y.device:
+        raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
+
+
+def _check_gamma(gamma: float) -> float:
+    gamma = float(gamma)
+    if not gamma > 0.0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    return gamma
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else (half, bfloat16, float32) is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure PyTorch backend
+# ----------------------------------------------------------------------------------------------
+
+
+def _skew_index(n: int, m: int, device: torch.device) -> torch.Tensor:
+    """Flat index into an ``(n, m)`` matrix for every skewed slot ``(k, i)``, cell ``(i, k - i)``.
+
+    Returns ``(n + m + 1, n + 1)`` int64; slots outside the matrix point at entry 0 (never read).
+    """
+    i = torch.arange(n + 1, device=device)
+    k = torch.arange(n + m + 1, device=device)
+    j = k[:, None] - i[None, :]
+    inside = (i[None, :] >= 1) & (j >= 1) & (j <= m)
+    return torch.where(inside, (i[None, :] - 1) * m + (j - 1), torch.zeros_like(j))
+
+
+def _unskew_index(n: int, m: int, device: torch.device) -> torch.Tensor:
+    """Flat index into a skewed ``(n + m + 1, n + 1)`` array for every cell: ``(n, m)`` int64."""
+    i = torch.arange(1, n + 1, device=device)[:, None]
+    j = torch.arange(1, m + 1, device=device)[None, :]
+    return (i + j) * (n + 1) + i
+
+
+def _softmin(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Stable ``softmin_gamma`` of three same-shaped tensors (min subtracted before the exps)."""
+    r = torch.minimum(torch.minimum(a, b), c)
+    s = torch.exp((r - a) / gamma) + torch.exp((r - b) / gamma) + torch.exp((r - c) / gamma)
+    return r - gamma * torch.log(s)
+
+
+def _softmin_weights(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float):
+    """Stable softmin of three same-shaped tensors -> ``(value, w_a, w_b, w_c)``; weights sum to 1."""
+    r = torch.minimum(torch.minimum(a, b), c)
+    ea = torch.exp((r - a) / gamma)
+    eb = torch.exp((r - b) / gamma)
+    ec = torch.exp((r - c) / gamma)
+    s = ea + eb + ec
+    return r - gamma * torch.log(s), ea / s, eb / s, ec / s
+
+
+def _diag_range(k: int, n: int, m: int) -> tuple[int, int]:
+    """Rows ``i`` of anti-diagonal ``k = i + j`` inside ``1 <= i <= n, 1 <= j <= m`` (inclusive)."""
+    return max(1, k - m), min(n, k - 1)
+
+
+class _TorchDP:
+    """Soft-DTW DP in pure PyTorch on skewed (anti-diagonal-major) storage.
+
+    Slot ``[p, k, i]`` holds cell ``(i, j = k - i)`` of problem ``p``. Anti-diagonal ``k`` depends
+    only on ``k - 1`` and ``k - 2``, and its predecessors are contiguous slices there, so each step
+    is a handful of vectorised ops over all problems and the whole diagonal.
+    """
+
+    @staticmethod
+    def forward(costs: Sequence[torch.Tensor], rows: Sequence[torch.Tensor], cols: Sequence[torch.Tensor],
+                gamma: float):
+        """costs[t]: ``(B_t, N_t, M_t)``; rows/cols[t]: ``(B_t,)`` -> (values list of ``(B_t,)``, state)."""
+        n = max(c.shape[1] for c in costs)
+        m = max(c.shape[2] for c in costs)
+        C = torch.cat([F.pad(c, (0, m - c.shape[2], 0, n - c.shape[1])) for c in costs])  # (P, n, m)
+        r_len = torch.cat(list(rows))
+        c_len = torch.cat(list(cols))
+        P = C.shape[0]
+        device = C.device
+        K = n + m + 1
+        Cs = C.reshape(P, n * m)[:, _skew_index(n, m, device)]  # (P, K, n + 1)
+        R = torch.full((P, K, n + 1), BIG, dtype=C.dtype, device=device)
+        R[:, 0, 0] = 0.0
+        for k in range(2, K):
+            lo, hi = _diag_range(k, n, m)
+            val = _softmin(R[:, k - 2, lo - 1:hi], R[:, k - 1, lo - 1:hi], R[:, k - 1, lo:hi + 1], gamma)
+            R[:, k, lo:hi + 1] = Cs[:, k, lo:hi + 1] + val
+        p = torch.arange(P, device=device)
+        values = R[p, r_len + c_len, r_len]
+        state = (R, r_len, c_len, [tuple(c.shape) for c in costs], n, m, gamma)
+        return list(values.split([c.shape[0] for c in costs])), state
+
+    @staticmethod
+    def backward(state, grads: Sequence[torch.Tensor]):
+        """grads[t]: ``(B_t,)`` d loss / d value -> list of ``(B_t, N_t, M_t)`` d loss / d cost."""
+        R, r_len, c_len, shapes, n, m, gamma = state
+        P, K, _ = R.shape
+        device = R.device
+        # softmin weights of every cell w.r.t. its three predecessors, all cells at once
+        Rp = F.pad(R, (1, 0, 2, 0), value=BIG)  # Rp[:, k + 2, i + 1] = R[:, k, i]
+        _, wd, wu, wl = _softmin_weights(Rp[:, :-2, :-1], Rp[:, 1:-1, :-1], Rp[:, 1:-1, 1:], gamma)
+        i = torch.arange(n + 1, device=device)
+        j = torch.arange(K, device=device)[:, None] - i
+        valid = ((i >= 1) & (j >= 1) & (i <= r_len[:, None, None]) & (j <= c_len[:, None, None]))
+        zero = torch.zeros((), dtype=R.dtype, device=device)
+        # pad by 2 diagonals and 1 row at the end so successors of the last cells read zeros
+        wd, wu, wl = (F.pad(torch.where(valid, w, zero), (0, 1, 0, 2)) for w in (wd, wu, wl))
+        E = torch.zeros((P, K + 2, n + 2), dtype=R.dtype, device=device)
+        p = torch.arange(P, device=device)
+        E[p, r_len + c_len, r_len] = 1.0  # seed: d R_nm / d R_nm
+        for k in range(K - 1, 1, -1):
+            lo, hi = _diag_range(k, n, m)
+            E[:, k, lo:hi + 1] += (wd[:, k + 2, lo + 1:hi + 2] * E[:, k + 2, lo + 1:hi + 2]
+                                   + wu[:, k + 1, lo + 1:hi + 2] * E[:, k + 1, lo + 1:hi + 2]
+                                   + wl[:, k + 1, lo:hi + 1] * E[:, k + 1, lo:hi + 1])
+        E = E[:, :K, :n + 1].reshape(P, K * (n + 1))[:, _unskew_index(n, m, device)]  # (P, n, m)
+        g = torch.cat(list(grads)).to(E.dtype)
+        E = E * g[:, None, None]
+        out, start = [], 0
+        for b, nt, mt in shapes:
+            out.append(E[start:start + b, :nt, :mt])
+            start += b
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Backend selection and the autograd Function
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _numba_available() -> bool:
+    """True when numba and the CPU kernel module import."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        importlib.import_module("laser_fairseq.losses.soft_dtw_cpu")
+    except ImportError:
+        return False
+    return True
+
+
+def _resolve_backend(backend: str, device: torch.device):
+    """Backend name -> object with ``forward(costs, rows, cols, gamma)`` / ``backward(state, grads)``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device.type == "cuda":
+            backend = "cuda"
+        elif device.type == "cpu" and _numba_available():
+            backend = "numba"
+        else:
+            backend = "torch"
+    if backend == "torch":
+        return _TorchDP
+    if backend == "numba":
+        if device.type != "cpu":
+            raise ValueError(f"backend='numba' needs CPU tensors, got device {device}")
+        from laser_fairseq.losses.soft_dtw_cpu import NumbaDP
+        return NumbaDP
+    if device.type != "cuda":
+        raise ValueError(f"backend='cuda' needs CUDA tensors, got device {device}")
+    from laser_fairseq.losses.soft_dtw_cuda import CudaDP
+    return CudaDP
+
+
+class _SoftDTWFunction(torch.autograd.Function):
+    """Values of several batches of soft-DTW problems; gradient w.r.t. their cost matrices."""
+
+    @staticmethod
+    def forward(ctx, gamma, dp, rows, cols, *costs):
+        values, state = dp.forward([c.detach() for c in costs], rows, cols, gamma)
+        ctx.dp = dp
+        ctx.state = state
+        return tuple(values)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        grad_costs = ctx.dp.backward(ctx.state, grads)
+        return (None, None, None, None, *grad_costs)
+
+
+def _soft_dtw_costs(costs, rows, cols, gamma: float, backend: str, device: torch.device):
+    """Run the DP of several problem batches in one call -> tuple of ``(B_t,)`` values."""
+    dp = _resolve_backend(backend, device)
+    return _SoftDTWFunction.apply(gamma, dp, list(rows), list(cols), *costs)
+
+
+def _masked(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero the padded frames of ``t (B, T, d)`` (so inf/NaN padding cannot leak), trimmed to max length."""
+    t_max = int(lengths.max())
+    t = t[:, :t_max]
+    keep = torch.arange(t_max, device=t.device)[None, :] < lengths[:, None]
+    return torch.where(keep[:, :, None], t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+def _prepare(x, y, x_lengths, y_lengths, gamma):
+    """Validate and normalise inputs -> (x, y, x_lengths, y_lengths, gamma, out_dtype)."""
+    _check_pair(x, y)
+    gamma = _check_gamma(gamma)
+    batch = x.shape[0]
+    x_lengths = _check_lengths(x_lengths, "x_lengths", batch, x.shape[1], x.device)
+    y_lengths = _check_lengths(y_lengths, "y_lengths", batch, y.shape[1], y.device)
+    out_dtype = torch.promote_types(x.dtype, y.dtype)
+    work = _compute_dtype(out_dtype)
+    x = _masked(x.to(work), x_lengths)
+    y = _masked(y.to(work), y_lengths)
+    return x, y, x_lengths, y_lengths, gamma, out_dtype
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def soft_dtw(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torch.Tensor] = None,
+             y_lengths: Optional[torch.Tensor] = None, gamma: float = 0.1,
+             backend: str = "auto") -> torch.Tensor:
+    """Soft-DTW value ``sdtw_gamma(x_b, y_b)`` of every pair, over its valid frames.
+
+    Args:
+        x: ``(B, N, d)`` padded sequences.
+        y: ``(B, M, d)`` padded sequences.
+        x_lengths: ``(B,)`` integer numbers of valid frames of ``x`` (``None``: all ``N``).
+        y_lengths: ``(B,)`` integer numbers of valid frames of ``y`` (``None``: all ``M``).
+        gamma: softmin temperature, > 0.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"cuda"``.
+
+    Returns:
+        ``(B,)`` values in the dtype of the inputs (half precision is computed in float32).
+        Differentiable w.r.t. ``x`` and ``y``; the gradient is exactly 0 at padded frames.
+    """
+    if x.dim() == 3 and x.shape[0] == 0:
+        _check_pair(x, y)
+        return x.new_zeros((0,))
+    x, y, xl, yl, gamma, out_dtype = _prepare(x, y, x_lengths, y_lengths, gamma)
+    (value,) = _soft_dtw_costs([squared_distances(x, y)], [xl], [yl], gamma, backend, x.device)
+    return value.to(out_dtype)
+
+
+def soft_dtw_divergence(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torch.Tensor] = None,
+                        y_lengths: Optional[torch.Tensor] = None, gamma: float = 0.1,
+                        backend: str = "auto") -> torch.Tensor:
+    """Soft-DTW divergence ``sdtw(x, y) - (sdtw(x, x) + sdtw(y, y)) / 2`` of every pair.
+
+    Not divided by length. The three problems (xy, xx, yy) of all pairs run in one DP call.
+
+    Args:
+        x: ``(B, N, d)`` padded sequences.
+        y: ``(B, M, d)`` padded sequences.
+        x_lengths: ``(B,)`` integer numbers of valid frames of ``x`` (``None``: all ``N``).
+        y_lengths: ``(B,)`` integer numbers of valid frames of ``y`` (``None``: all ``M``).
+        gamma: softmin temperature, > 0.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"cuda"``.
+
+    Returns:
+        ``(B,)`` divergences in the dtype of the inputs (half precision is computed in float32).
+        Differentiable w.r.t. ``x`` and ``y``; the gradient is exactly 0 at padded frames.
+    """
+    if x.dim() == 3 and x.shape[0] == 0:
+        _check_pair(x, y)
+        return x.new_zeros((0,))
+    x, y, xl, yl, gamma, out_dtype = _prepare(x, y, x_lengths, y_lengths, gamma)
+    costs = [squared_distances(x, y), squared_distances(x, x), squared_distances(y, y)]
+    v_xy, v_xx, v_yy = _soft_dtw_costs(costs, [xl, xl, yl], [yl, xl, yl], gamma, backend, x.device)
+    return (v_xy - 0.5 * (v_xx + v_yy)).to(out_dtype)

@@ -1,0 +1,262 @@
+"""Soft-DTW / soft-DTW divergence against an independent float64 reference written from the definition."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from laser_fairseq.losses import soft_dtw, soft_dtw_divergence
+from laser_fairseq.losses.pairwise import squared_distances
+
+from laser_fairseq.losses.soft_dtw import _numba_available
+
+CPU_BACKENDS = ["torch"] + (["numba"] if _numba_available() else [])
+
+
+# ----------------------------------------------------------------------------------------------
+# Independent reference: plain Python, float64, cell by cell, +inf borders
+# ----------------------------------------------------------------------------------------------
+
+
+def ref_sdtw(x: np.ndarray, y: np.ndarray, gamma: float) -> float:
+    """sdtw_gamma of x (n, d) and y (m, d), squared Euclidean cost, straight from the recursion."""
+    n, m = len(x), len(y)
+    R = [[math.inf] * (m + 1) for _ in range(n + 1)]
+    R[0][0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost = float(sum((float(a) - float(b)) ** 2 for a, b in zip(x[i - 1], y[j - 1])))
+            prev = (R[i - 1][j - 1], R[i - 1][j], R[i][j - 1])
+            lo = min(prev)
+            softmin = lo - gamma * math.log(sum(math.exp(-(p - lo) / gamma) for p in prev))
+            R[i][j] = cost + softmin
+    return R[n][m]
+
+
+def ref_divergence(x: np.ndarray, y: np.ndarray, gamma: float) -> float:
+    return ref_sdtw(x, y, gamma) - 0.5 * (ref_sdtw(x, x, gamma) + ref_sdtw(y, y, gamma))
+
+
+def ref_batch(fn, x, y, xl, yl, gamma):
+    """Apply a per-pair reference to every (trimmed) pair of a padded batch -> list of floats."""
+    x, y = x.detach().double().numpy(), y.detach().double().numpy()
+    return [fn(x[b, :int(xl[b])], y[b, :int(yl[b])], gamma) for b in range(len(x))]
+
+
+def padded_batch(seed: int, xl, yl, d: int = 3, dtype=torch.float64, pad_value=0.0):
+    """Random padded batch with the given lengths; padded frames hold ``pad_value``."""
+    g = torch.Generator().manual_seed(seed)
+    xl, yl = torch.tensor(xl), torch.tensor(yl)
+    x = torch.randn(len(xl), int(xl.max()) + 1, d, generator=g, dtype=torch.float64)
+    y = torch.randn(len(yl), int(yl.max()) + 2, d, generator=g, dtype=torch.float64)
+    for b in range(len(xl)):
+        x[b, xl[b]:] = pad_value
+        y[b, yl[b]:] = pad_value
+    return x.to(dtype), y.to(dtype), xl, yl
+
+
+# ----------------------------------------------------------------------------------------------
+# Values
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("gamma", [0.1, 1.0])
+def test_values_padded_variable_lengths(backend, gamma):
+    x, y, xl, yl = padded_batch(0, [6, 1, 4, 9], [5, 7, 1, 3])
+    got = soft_dtw(x, y, xl, yl, gamma=gamma, backend=backend)
+    want = ref_batch(ref_sdtw, x, y, xl, yl, gamma)
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-10)
+    got = soft_dtw_divergence(x, y, xl, yl, gamma=gamma, backend=backend)
+    want = ref_batch(ref_divergence, x, y, xl, yl, gamma)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_full_lengths_default(backend):
+    x, y, _, _ = padded_batch(1, [5, 5], [4, 4])
+    full_x, full_y = torch.full((2,), x.shape[1]), torch.full((2,), y.shape[1])
+    a = soft_dtw_divergence(x, y, gamma=0.5, backend=backend)
+    b = soft_dtw_divergence(x, y, full_x, full_y, gamma=0.5, backend=backend)
+    np.testing.assert_allclose(a.numpy(), ref_batch(ref_divergence, x, y, full_x, full_y, 0.5), atol=1e-10)
+    assert torch.equal(a, b)
+
+
+def test_auto_matches_torch():
+    x, y, xl, yl = padded_batch(2, [6, 3], [4, 8])
+    a = soft_dtw_divergence(x, y, xl, yl, backend="auto")
+    b = soft_dtw_divergence(x, y, xl, yl, backend="torch")
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-10)
+
+
+def test_squared_distances():
+    a, b = torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
+    want = ((a[:, :, None, :] - b[:, None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(squared_distances(a, b).numpy(), want.numpy(), atol=1e-12)
+    assert (squared_distances(a, a) >= 0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradients
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradient_vs_finite_differences_of_reference(backend):
+    gamma, eps = 0.2, 1e-6
+    x, y, xl, yl = padded_batch(3, [4, 2], [3, 5], d=2)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    weights = torch.tensor([1.0, -0.7], dtype=torch.float64)
+    (soft_dtw_divergence(x, y, xl, yl, gamma=gamma, backend=backend) * weights).sum().backward()
+
+    def total(xa, ya):
+        return sum(w * v for w, v in zip(weights.tolist(), ref_batch(ref_divergence, xa, ya, xl, yl, gamma)))
+
+    for t, grad, other_first in ((x, x.grad, True), (y, y.grad, False)):
+        base = t.detach().clone()
+        for idx in np.ndindex(*base.shape):
+            b, f = idx[0], idx[1]
+            if f >= int((xl if other_first else yl)[b]):
+                continue  # padded frame: checked separately (exactly zero)
+            plus, minus = base.clone(), base.clone()
+            plus[idx] += eps
+            minus[idx] -= eps
+            if other_first:
+                fd = (total(plus, y) - total(minus, y)) / (2 * eps)
+            else:
+                fd = (total(x, plus) - total(x, minus)) / (2 * eps)
+            assert abs(fd - float(grad[idx])) < 1e-6, (idx, fd, float(grad[idx]))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradcheck_with_padding(backend):
+    x, y, xl, yl = padded_batch(4, [3, 1, 4], [4, 2, 1], d=2)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: soft_dtw_divergence(a, b, xl, yl, gamma=0.3, backend=backend), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: soft_dtw(a, b, xl, yl, gamma=0.1, backend=backend), (x, y))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("pad_value", [0.0, 5.0, math.inf, math.nan])
+def test_gradient_exactly_zero_at_padding(backend, pad_value):
+    x, y, xl, yl = padded_batch(5, [5, 2, 3], [3, 6, 1], d=4, pad_value=pad_value)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    d = soft_dtw_divergence(x, y, xl, yl, gamma=0.1, backend=backend)
+    assert torch.isfinite(d).all()
+    d.sum().backward()
+    for t, lengths in ((x, xl), (y, yl)):
+        for b in range(t.shape[0]):
+            assert torch.all(t.grad[b, lengths[b]:] == 0)
+            assert torch.isfinite(t.grad[b, :lengths[b]]).all()
+            assert t.grad[b, :lengths[b]].abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Divergence properties and numerical robustness
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_divergence_zero_for_identical_and_nonnegative(backend):
+    x, _, xl, _ = padded_batch(6, [7, 3, 5], [1, 1, 1], d=4)
+    d_same = soft_dtw_divergence(x, x.clone(), xl, xl, gamma=0.1, backend=backend)
+    np.testing.assert_allclose(d_same.numpy(), 0.0, atol=1e-10)
+    g = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        xs = torch.randn(4, 9, 3, generator=g, dtype=torch.float64)
+        ys = xs + 0.3 * torch.randn(4, 8, 3, generator=g, dtype=torch.float64)[:, :1]
+        lx = torch.randint(1, 10, (4,), generator=g)
+        ly = torch.randint(1, 10, (4,), generator=g)
+        for gamma in (0.01, 0.1, 1.0):
+            assert (soft_dtw_divergence(xs, ys, lx, ly, gamma=gamma, backend=backend) >= -1e-10).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_no_nan_with_zero_distances(backend):
+    for dtype in (torch.float64, torch.float32):
+        x = torch.zeros(2, 6, 3, dtype=dtype, requires_grad=True)
+        y = torch.zeros(2, 4, 3, dtype=dtype, requires_grad=True)
+        d = soft_dtw_divergence(x, y, gamma=0.1, backend=backend)
+        s = soft_dtw(x, y, gamma=0.1, backend=backend)
+        (d.sum() + s.sum()).backward()
+        for t in (d, s, x.grad, y.grad):
+            assert torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_long_pairs_small_gamma_finite(backend):
+    g = torch.Generator().manual_seed(8)
+    x = torch.nn.functional.normalize(torch.randn(2, 800, 16, generator=g), dim=-1).requires_grad_(True)
+    y = torch.nn.functional.normalize(torch.randn(2, 780, 16, generator=g), dim=-1).requires_grad_(True)
+    xl, yl = torch.tensor([800, 640]), torch.tensor([700, 780])
+    d = soft_dtw_divergence(x, y, xl, yl, gamma=0.01, backend=backend)
+    d.sum().backward()
+    assert torch.isfinite(d).all() and (d > 0).all()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_float32_close_to_float64(backend):
+    g = torch.Generator().manual_seed(9)
+    x64 = torch.nn.functional.normalize(torch.randn(3, 40, 8, generator=g, dtype=torch.float64), dim=-1)
+    y64 = torch.nn.functional.normalize(torch.randn(3, 30, 8, generator=g, dtype=torch.float64), dim=-1)
+    xl, yl = torch.tensor([40, 25, 33]), torch.tensor([30, 30, 12])
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        x = x64.to(dtype).clone().requires_grad_(True)
+        y = y64.to(dtype).clone().requires_grad_(True)
+        d = soft_dtw_divergence(x, y, xl, yl, gamma=0.1, backend=backend)
+        d.sum().backward()
+        assert d.dtype == dtype and x.grad.dtype == dtype
+        results[dtype] = (d.detach().double(), x.grad.double(), y.grad.double())
+    for a, b in zip(results[torch.float32], results[torch.float64]):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_computed_in_float32(backend, dtype):
+    x, y, xl, yl = padded_batch(10, [6, 4], [5, 7], d=4, dtype=dtype)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    d = soft_dtw_divergence(x, y, xl, yl, gamma=0.1, backend=backend)
+    assert d.dtype == dtype
+    d.sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+    want = soft_dtw_divergence(x.detach().float(), y.detach().float(), xl, yl, gamma=0.1, backend=backend)
+    assert torch.equal(d, want.to(dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Input validation
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(x=torch.randn(4, 3), y=torch.randn(2, 4, 3)), "x"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(3, 4, 3)), "batch"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 5)), "feature"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), x_lengths=torch.tensor([4, 5])), "x_lengths"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), y_lengths=torch.tensor([0, 2])), "y_lengths"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), y_lengths=torch.tensor([2])), "y_lengths"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), x_lengths=torch.tensor([2.0, 3.0])),
+         "x_lengths"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), gamma=0.0), "gamma"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), backend="fast"), "backend"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), backend="cuda"), "cuda"),
+    ],
+)
+def test_bad_inputs_raise_value_error(kwargs, name):
+    for fn in (soft_dtw, soft_dtw_divergence):
+        with pytest.raises(ValueError, match=name):
+            fn(**kwargs)

@@ -3,6 +3,7 @@
 One import line per loss module; add new ones below.
 """
 
+from laser_fairseq.losses.contrastive_idm import contrastive_idm
 from laser_fairseq.losses.pairwise import squared_distances
 from laser_fairseq.losses.soft_dtw import soft_dtw, soft_dtw_divergence
 

@@ -1,0 +1,1 @@
+from .laser_criterion import LaserCriterion, LaserCriterionConfig  # noqa: F401

@@ -1,0 +1,79 @@
+"""The ``laser`` criterion: soft-DTW divergence between the two views + alpha * Contrastive-IDM of each."""
+
+from dataclasses import dataclass, field
+
+import torch
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+
+from ..losses import contrastive_idm, soft_dtw_divergence
+
+
+@dataclass
+class LaserCriterionConfig(FairseqDataclass):
+    gamma: float = field(default=0.1, metadata={"help": "soft-DTW smoothing (soft-min temperature)"})
+    alpha: float = field(
+        default=0.4, metadata={"help": "weight of the Contrastive-IDM regulariser; 0 = soft-DTW only (collapses)"}
+    )
+    sigma: float = field(
+        default=0.0, metadata={"help": "Contrastive-IDM window: frames with |i - j| <= sigma are neighbours"}
+    )
+    margin: float = field(
+        default=1.1, metadata={"help": "Contrastive-IDM margin for frames that are not neighbours"}
+    )
+    soft_dtw_backend: str = field(
+        default="auto",
+        metadata={"help": "soft-DTW implementation: auto (CUDA kernel on GPU, numba on CPU), torch, numba, cuda"},
+    )
+
+
+@register_criterion("laser", dataclass=LaserCriterionConfig)
+class LaserCriterion(FairseqCriterion):
+    """Per pair: D(Z_a, Z_b) + alpha * (IDM(Z_a) + IDM(Z_b)); summed over pairs, sample_size = pairs."""
+
+    def __init__(self, cfg: LaserCriterionConfig, task):
+        super().__init__(task)
+        self.cfg = cfg
+
+    def forward(self, model, sample, reduce: bool = True):
+        out = model(**sample["net_input"])
+        divergence = soft_dtw_divergence(
+            out["z_a"], out["z_b"], out["lengths_a"], out["lengths_b"],
+            gamma=self.cfg.gamma, backend=self.cfg.soft_dtw_backend,
+        )
+        idm = contrastive_idm(out["z_a"], out["lengths_a"], self.cfg.sigma, self.cfg.margin) + contrastive_idm(
+            out["z_b"], out["lengths_b"], self.cfg.sigma, self.cfg.margin
+        )
+        per_pair = divergence + self.cfg.alpha * idm
+        loss = per_pair.sum() if reduce else per_pair
+        pairs = per_pair.shape[0]
+        logging_output = {
+            "loss": loss.detach().sum().item(),
+            "sdtw": divergence.detach().sum().item(),
+            "idm": idm.detach().sum().item(),
+            "pairs": pairs,
+            "frames": int(out["lengths_a"].sum() + out["lengths_b"].sum()),
+            "nsentences": pairs,
+            "ntokens": int(out["lengths_a"].sum() + out["lengths_b"].sum()),
+            "sample_size": pairs,
+        }
+        return loss, pairs, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        pairs = total("pairs")
+        if pairs == 0:
+            return
+        metrics.log_scalar("loss", total("loss") / pairs, pairs, round=4)
+        metrics.log_scalar("sdtw", total("sdtw") / pairs, pairs, round=4)
+        metrics.log_scalar("idm", total("idm") / pairs, pairs, round=4)
+        metrics.log_scalar("pairs", pairs, round=0)
+        metrics.log_scalar("frames", total("frames"), round=0)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

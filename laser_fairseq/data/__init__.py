@@ -1,0 +1,1 @@
+"""Manifests, audio checks, perturbations and the paired dataset of the ``laser`` task."""

@@ -1,0 +1,1 @@
+from .laser_model import LaserModel, LaserModelConfig  # noqa: F401

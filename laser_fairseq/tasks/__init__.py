@@ -1,0 +1,1 @@
+from .laser_task import LaserTask, LaserTaskConfig  # noqa: F401

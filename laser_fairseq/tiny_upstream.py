@@ -1,0 +1,124 @@
+"""Small randomly initialised upstream checkpoints in the real original formats.
+
+HuBERT is built with fairseq's own ``hubert`` model and ``hubert_pretraining`` task and saved with the keys
+fairseq's trainer writes (args=None, cfg, model, criterion, optimizer_history, task_state with the label
+dictionaries, extra_state, last_optimizer_state), so loading it takes the same path as
+``hubert_base_ls960.pt``. WavLM is written in Microsoft's unilm format (``{"cfg": ..., "model": ...}``).
+Used by the demo and the tests; nothing here is a "test mode" of the loading code.
+"""
+
+import os
+from typing import Optional
+
+import torch
+from fairseq.data.dictionary import Dictionary
+from fairseq.dataclass.configs import FairseqConfig
+from fairseq.models.hubert import HubertConfig
+from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPretrainingTask
+from omegaconf import OmegaConf
+
+
+def conv_spec(channels: int) -> str:
+    """fairseq's CNN spec with the real kernels/strides (20 ms frames at 16 kHz) and fewer channels."""
+    return f"[({channels},10,5)] + [({channels},3,2)] * 4 + [({channels},2,2)] * 2"
+
+
+def make_tiny_hubert(
+    layers: int = 4,
+    dim: int = 64,
+    ffn: Optional[int] = None,
+    heads: int = 4,
+    conv_channels: int = 32,
+    num_labels: int = 50,
+    layer_norm_first: bool = False,
+    seed: int = 0,
+) -> dict:
+    """A fairseq HuBERT checkpoint dict (as fairseq's trainer writes it) for a small random model."""
+    torch.manual_seed(seed)
+    cfg = OmegaConf.structured(FairseqConfig())
+    cfg.task = OmegaConf.structured(
+        HubertPretrainingConfig(data="/nonexistent/hubert_data", labels=["km"], label_rate=50.0)
+    )
+    cfg.model = OmegaConf.structured(
+        HubertConfig(
+            label_rate=50.0,
+            extractor_mode="layer_norm" if layer_norm_first else "default",
+            encoder_layers=layers,
+            encoder_embed_dim=dim,
+            encoder_ffn_embed_dim=ffn or 2 * dim,
+            encoder_attention_heads=heads,
+            layer_norm_first=layer_norm_first,
+            conv_feature_layers=conv_spec(conv_channels),
+            conv_pos=16,
+            conv_pos_groups=4,
+            final_dim=max(dim // 2, 8),
+            # dropout values of fairseq's HuBERT Base pretraining config, as released checkpoints carry them
+            dropout=0.1,
+            attention_dropout=0.1,
+            dropout_input=0.1,
+            dropout_features=0.1,
+            encoder_layerdrop=0.05,
+        )
+    )
+    cfg.model._name = "hubert"
+    cfg.task._name = "hubert_pretraining"
+    cfg.task.normalize = layer_norm_first  # HuBERT Large-style checkpoints normalise waveforms
+    dictionary = Dictionary()
+    for label in range(num_labels):
+        dictionary.add_symbol(str(label))
+    task = HubertPretrainingTask(cfg.task)
+    task.load_state_dict({"dictionaries": [dictionary]})
+    model = task.build_model(cfg.model)
+    _randomise_norms(model)
+    return {
+        "args": None,
+        "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "model": model.state_dict(),
+        "criterion": None,
+        "optimizer_history": [
+            {
+                "criterion_name": "HubertCriterion",
+                "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": None},
+                "num_updates": 0,
+            }
+        ],
+        "task_state": task.state_dict(),
+        "extra_state": {"metrics": {}, "previous_training_time": 0.0},
+        "last_optimizer_state": None,
+    }
+
+
+def _randomise_norms(model: torch.nn.Module):
+    """Give layer/group norms non-trivial affine weights so tests notice a norm applied in the wrong place."""
+    generator = torch.Generator().manual_seed(1234)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) and module.weight is not None:
+            with torch.no_grad():
+                module.weight.copy_(1.0 + 0.2 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
+
+
+def make_tiny_wavlm(layers: int = 4, dim: int = 64, layer_norm_first: bool = False, seed: int = 0) -> dict:
+    """A unilm-format WavLM checkpoint dict for a small random model."""
+    from .models.wavlm import make_tiny_unilm_checkpoint
+
+    return make_tiny_unilm_checkpoint(
+        layers=layers,
+        dim=dim,
+        ffn=2 * dim,
+        heads=4,
+        layer_norm_first=layer_norm_first,
+        extractor_mode="layer_norm" if layer_norm_first else "default",
+        seed=seed,
+    )
+
+
+def save_checkpoint(state: dict, path: str, force: bool = False):
+    """Write a checkpoint atomically; refuse to replace an existing file unless ``force``."""
+    if os.path.exists(path) and not force:
+        raise FileExistsError(f"{path} exists; pass --force to replace it")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    torch.save(state, temporary)
+    os.replace(temporary, path)

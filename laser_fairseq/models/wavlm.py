@@ -14,15 +14,12 @@ so such a state dict loads with ``load_state_dict(strict=True)``, and exposes th
 Behaviour follows the unilm model (``WavLM.extract_features`` with ``mask=False``) with these deliberate
 choices, all of which match how s3prl's ``wavlm`` upstream drives that model:
 
-- waveform normalisation (``cfg.normalize``): unilm leaves it to the caller; s3prl layer-normalises every
-  utterance over its own samples before zero padding. :meth:`WavLMEncoder.embed` does the same: each
-  utterance is normalised over its valid samples and its padded samples are set to 0. Without
-  ``normalize`` the waveform is used as given.
-- frame padding: unilm reduces the sample mask to frames by cutting ``S % T`` samples off its end and
-  calling a frame padded when *all* of its ``S // T`` samples are padded (so a frame whose receptive field
-  only partly covers real audio counts as valid, and the result depends on the padded batch length).
-  torchaudio instead derives frame lengths from the convolution arithmetic ``(L - k) // s + 1``, which can
-  give one valid frame fewer. This module follows unilm.
+- padded batches (``BlockwiseUpstream.embed``): each utterance goes through the waveform normalisation
+  (``cfg.normalize``) and the CNN on its own valid samples, so its frames are those of a batch of one, as
+  s3prl normalises each utterance before padding. unilm's batched rule (a frame is padded when all of its
+  ``S // T`` samples are) lets zero padding leak into the group norm of Base models and into frames that
+  partly cover real audio; torchaudio's conv arithmetic ``(L - k) // s + 1`` gives the same frame count
+  as a batch of one.
 - layerdrop (``encoder_layerdrop``) is accepted and never applied: :meth:`WavLMEncoder.block` always runs
   its block; a caller that wants layerdrop decides itself whether to call it.
 - hidden states follow s3prl: the input of block 0, the output of every block, the last one finalised.
@@ -49,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .blockwise import BlockwiseUpstream
 from .encoder_state import EncoderState
 
 ConvSpec = list[tuple[int, int, int]]
@@ -376,18 +374,6 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
     return (relative > 0).to(torch.long) * half + near_or_far
 
 
-def frame_padding_mask(sample_mask: Tensor, num_frames: int) -> Tensor:
-    """unilm's reduction of a sample padding mask (B, S) to frames (B, T), True = padded.
-
-    The last ``S % T`` samples are dropped, the rest cut into T equal chunks; a frame is padded when all
-    samples of its chunk are padded.
-    """
-    extra = sample_mask.size(1) % num_frames
-    if extra:
-        sample_mask = sample_mask[:, :-extra]
-    return sample_mask.view(sample_mask.size(0), num_frames, -1).all(-1)
-
-
 # --------------------------------------------------------------------------------------------------
 # transformer block
 # --------------------------------------------------------------------------------------------------
@@ -536,7 +522,7 @@ class _TransformerEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class WavLMEncoder(nn.Module):
+class WavLMEncoder(BlockwiseUpstream):
     """WavLM with unilm's parameter names, driven block by block.
 
     State dict keys: ``mask_emb``, ``feature_extractor.conv_layers.N.*``, ``post_extract_proj.*`` (only when
@@ -544,9 +530,12 @@ class WavLMEncoder(nn.Module):
     ``encoder.layers.N.*``, ``encoder.layer_norm.*``, ``layer_norm.*``.
     """
 
+    kind = "wavlm"
+
     def __init__(self, cfg: WavLMConfig):
         super().__init__()
         self.cfg = cfg
+        self.normalize = cfg.normalize
         conv_layers = cfg.conv_layers
         conv_dim = conv_layers[-1][0]
         dim = cfg.encoder_embed_dim
@@ -588,49 +577,32 @@ class WavLMEncoder(nn.Module):
 
     # -- block-wise interface -------------------------------------------------------------------
 
-    def normalize_waveform(self, source: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        """Layer-normalise each utterance over its valid samples, zero its padding. (B, S) -> (B, S)."""
-        if padding_mask is None:
-            return F.layer_norm(source, source.shape[-1:])
-        out = torch.zeros_like(source)
-        for b in range(source.size(0)):
-            valid = ~padding_mask[b]
-            out[b, valid] = F.layer_norm(source[b, valid], (int(valid.sum()),))
-        return out
+    def original_state_dict(self) -> dict:
+        return self.state_dict()
 
     def conv_features(self, source: Tensor) -> Tensor:
-        """CNN with feature_grad_mult applied (0 = no gradient at all). (B, S) -> (B, C_conv, T)."""
+        """CNN (feature_grad_mult applied; 0 = no gradient) and feature layer norm. (B, S) -> (B, T, C_conv)."""
         scale = self.cfg.feature_grad_mult
         if scale <= 0:
             with torch.no_grad():
-                return self.feature_extractor(source)
-        features = self.feature_extractor(source)
-        return _ScaleGrad.apply(features, scale) if scale != 1.0 else features
+                features = self.feature_extractor(source)
+        else:
+            features = self.feature_extractor(source)
+            features = _ScaleGrad.apply(features, scale) if scale != 1.0 else features
+        return self.layer_norm(features.transpose(1, 2))
 
-    def embed(self, source: Tensor, padding_mask: Optional[Tensor] = None) -> EncoderState:
-        """Waveform to the input of block 0.
-
-        source: (B, S) float; padding_mask: (B, S) bool, True = padded sample, or None.
-        Returns EncoderState with x (T, B, C) and padding_mask (B, T) (None when none was given).
-        """
-        if source.dim() != 2:
-            raise ValueError(f"source must be (B, S), got shape {tuple(source.shape)}")
-        if padding_mask is not None and padding_mask.shape != source.shape:
-            raise ValueError(f"padding_mask shape {tuple(padding_mask.shape)} != source {tuple(source.shape)}")
-        if self.cfg.normalize:
-            source = self.normalize_waveform(source, padding_mask)
-        features = self.layer_norm(self.conv_features(source).transpose(1, 2))  # (B, T, C_conv)
-        frame_mask = None if padding_mask is None else frame_padding_mask(padding_mask, features.size(1))
+    def embed_features(self, features: Tensor, frame_padding_mask: Optional[Tensor]) -> EncoderState:
+        """(B, T, C_conv) -> state entering block 0: projection, positional conv, post-LN input norm."""
         if self.post_extract_proj is not None:
             features = self.post_extract_proj(features)
         x = self.dropout_input(features)
-        if frame_mask is not None:
-            x = x.masked_fill(frame_mask.unsqueeze(-1), 0.0)
+        if frame_padding_mask is not None:
+            x = x.masked_fill(frame_padding_mask.unsqueeze(-1), 0.0)
         x = x + self.encoder.pos_conv(x.transpose(1, 2)).transpose(1, 2)
         if not self.cfg.layer_norm_first:
             x = self.encoder.layer_norm(x)
         x = F.dropout(x, p=self.cfg.dropout, training=self.training)
-        return EncoderState(x.transpose(0, 1), frame_mask, None)
+        return EncoderState(x.transpose(0, 1), frame_padding_mask, None)
 
     def block(self, index: int, state: EncoderState) -> EncoderState:
         """Run transformer block ``index`` (no layerdrop). Block 0 computes the relative position bias."""
@@ -641,25 +613,6 @@ class WavLMEncoder(nn.Module):
         """Output of the last block to features (B, T, C): the final layer norm of pre-LN models."""
         x = state.x.transpose(0, 1)
         return self.encoder.layer_norm(x) if self.cfg.layer_norm_first else x
-
-    # -- whole-model conveniences ---------------------------------------------------------------
-
-    def hidden_states(self, source: Tensor, padding_mask: Optional[Tensor] = None) -> list[Tensor]:
-        """num_layers + 1 tensors (B, T, C): input of block 0, then each block's output, the last finalised."""
-        state = self.embed(source, padding_mask)
-        states = [state.x.transpose(0, 1)]
-        for i in range(self.num_layers):
-            state = self.block(i, state)
-            states.append(state.x.transpose(0, 1))
-        states[-1] = self.finalize(state)
-        return states
-
-    def forward(self, source: Tensor, padding_mask: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
-        """source (B, S) -> (features (B, T, C), frame padding mask (B, T) or None)."""
-        state = self.embed(source, padding_mask)
-        for i in range(self.num_layers):
-            state = self.block(i, state)
-        return self.finalize(state), state.padding_mask
 
 
 def _bert_init(module: nn.Module) -> None:

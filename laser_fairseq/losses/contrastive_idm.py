@@ -80,6 +80,6 @@ def _checked_lengths(lengths: Optional[Tensor], batch: int, frames: int, device)
         raise ValueError(f"contrastive_idm: lengths must have shape ({batch},), got {tuple(lengths.shape)}")
     if bool((lengths < 1).any()) or bool((lengths > frames).any()):
         raise ValueError(
-            f"contrastive_idm: every length must be in [1, {frames}], got {lengths.tolist()}"
+            f"contrastive_idm: every entry of lengths must be in [1, {frames}], got {lengths.tolist()}"
         )
     return lengths.to(device=device, dtype=torch.long)

@@ -1,0 +1,50 @@
+# laser-fairseq: `make demo` and `make test` set everything up in .venv (Python 3.11) and run.
+#
+#   make install   create/update .venv with pinned versions (constraints.txt); a no-op when up to date
+#   make demo      install, then LASER on the bundled corpus with a tiny HuBERT made on the fly
+#   make test      install, then the test suite
+#   make bench     install, then scripts/benchmark.py
+#   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+INSTALL_INPUTS := pyproject.toml constraints.txt
+STAMP := $(VENV)/.installed-$(shell cat $(INSTALL_INPUTS) 2>/dev/null | sha256sum | cut -c1-16)
+
+# Two OpenMP runtimes (torch's, numba's) busy-waiting on 2 cores slow each other down several times.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install demo test bench constraints
+
+install: $(STAMP)
+
+$(STAMP): $(INSTALL_INPUTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q pip==26.3 setuptools==81.0.0 wheel==0.48.0
+	$(PIP) install -q -c constraints.txt torch torchaudio numpy cython
+	@# fairseq-fixed is an sdist with C++/Cython extensions: it must be compiled against the torch just
+	@# installed (no build isolation) and never taken from pip's wheel cache, which keys it by the sdist
+	@# alone and would hand back a build for another torch (undefined symbols in fairseq.libbase).
+	$(PY) -c "import fairseq, fairseq.libbase, fairseq.data.data_utils_fast" 2>/dev/null || \
+	  env -u CUDA_HOME $(PIP) install -q -c constraints.txt --no-build-isolation --no-cache-dir fairseq-fixed
+	$(PIP) install -q -c constraints.txt -e '.[test,bench,analysis]'
+	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, laser_fairseq"
+	$(PIP) check
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(PY) scripts/run_demo.py
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) scripts/benchmark.py
+
+constraints:
+	$(PIP) freeze --exclude-editable | grep -v '^-e ' > constraints.txt.new
+	@{ head -n 2 constraints.txt; cat constraints.txt.new; } > constraints.txt.tmp && rm constraints.txt.new
+	@mv constraints.txt.tmp constraints.txt

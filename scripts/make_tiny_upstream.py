@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Write a small randomly initialised upstream checkpoint in its real original format.
+
+    python scripts/make_tiny_upstream.py --kind hubert --output outputs/demo/tiny_hubert.pt
+    python scripts/make_tiny_upstream.py --kind wavlm --output outputs/demo/tiny_wavlm.pt --layers 4 --dim 64
+
+HuBERT: fairseq's checkpoint format, built with fairseq's own hubert model / hubert_pretraining task.
+WavLM: Microsoft unilm's format ({"cfg", "model"}). Loading either takes the same code path as a released
+checkpoint (hubert_base_ls960.pt, WavLM-Base.pt).
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", choices=["hubert", "wavlm"], required=True, help="upstream architecture")
+    parser.add_argument("--output", required=True, help="checkpoint file to write")
+    parser.add_argument("--layers", type=int, default=4, help="transformer blocks (default 4)")
+    parser.add_argument("--dim", type=int, default=64, help="embedding size, a multiple of 4 (default 64)")
+    parser.add_argument(
+        "--pre-ln", action="store_true",
+        help="Large-style: pre-LN blocks, layer-norm CNN, waveform normalisation (default: Base-style)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.layers < 1 or args.dim < 4 or args.dim % 4:
+        sys.exit(f"error: --layers must be >= 1 and --dim a positive multiple of 4 (got {args.layers}, {args.dim})")
+    make = make_tiny_hubert if args.kind == "hubert" else make_tiny_wavlm
+    state = make(layers=args.layers, dim=args.dim, layer_norm_first=args.pre_ln, seed=args.seed)
+    try:
+        save_checkpoint(state, args.output, force=args.force)
+    except FileExistsError as error:
+        sys.exit(f"error: {error}")
+    count = sum(t.numel() for t in state["model"].values())
+    print(f"wrote {args.kind} checkpoint {args.output}: {args.layers} blocks, dim {args.dim}, {count:,} parameters")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Contrastive-IDM against a float64 loop written straight from the definition (REFERENCE §1)."""
+
+import math
+
+import pytest
+import torch
+
+from laser_fairseq.losses import contrastive_idm
+
+
+def idm_reference(z, sigma, margin):
+    """IDM of one (n, D) sequence, cell by cell in float64 Python."""
+    n = len(z)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            d = math.sqrt(sum((a - b) ** 2 for a, b in zip(z[i], z[j])))
+            w = 1.0 + (i - j) ** 2
+            if abs(i - j) > sigma:
+                total += w * max(0.0, margin - d)
+            else:
+                total += d / w
+    return total / n**2
+
+
+def padded_batch(lengths, dim=5, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(lengths), max(lengths), dim, generator=generator, dtype=torch.float64)
+    z = torch.nn.functional.normalize(z, dim=-1)
+    for row, n in enumerate(lengths):
+        z[row, n:] = 7.0  # garbage in padding must not matter
+    return z, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("sigma,margin", [(0.0, 1.1), (1.0, 1.0), (2.5, 1.4)])
+def test_matches_reference_on_padded_batch(sigma, margin):
+    z, lengths = padded_batch([6, 9, 3])
+    values = contrastive_idm(z, lengths, sigma=sigma, margin=margin)
+    for row, n in enumerate(lengths.tolist()):
+        expected = idm_reference(z[row, :n].tolist(), sigma, margin)
+        assert values[row].item() == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_padding_is_excluded_exactly_including_gradient():
+    z, lengths = padded_batch([4, 7])
+    z.requires_grad_(True)
+    contrastive_idm(z, lengths).sum().backward()
+    assert torch.all(z.grad[0, 4:] == 0)
+    alone = contrastive_idm(z[:1, :4].detach(), torch.tensor([4]))
+    assert contrastive_idm(z.detach(), lengths)[0].item() == pytest.approx(alone.item(), rel=1e-14)
+
+
+def test_gradcheck_float64():
+    z, lengths = padded_batch([5, 3], dim=3, seed=1)
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: contrastive_idm(t, lengths, sigma=1.0, margin=1.2), (z,))
+
+
+def test_no_nan_gradient_at_zero_distance():
+    z = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]], requires_grad=True)  # two identical frames
+    value = contrastive_idm(z, sigma=1.0, margin=1.1)
+    value.backward()
+    assert torch.isfinite(value).all() and torch.isfinite(z.grad).all()
+
+
+def test_collapsed_sequence_is_penalised_and_spread_one_is_not():
+    collapsed = torch.ones(1, 8, 4) / 2.0
+    spread = torch.eye(8).unsqueeze(0) * 10.0  # all pairwise distances sqrt(200) > margin
+    assert contrastive_idm(collapsed, margin=1.1).item() > 1.0
+    assert contrastive_idm(spread, margin=1.1).item() == 0.0
+
+
+def test_half_precision_is_computed_in_float32():
+    z, lengths = padded_batch([6, 4])
+    value = contrastive_idm(z.half(), lengths)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value.double(), contrastive_idm(z, lengths), rtol=2e-3, atol=2e-3)
+
+
+def test_bad_lengths_are_named():
+    with pytest.raises(ValueError, match="lengths"):
+        contrastive_idm(torch.zeros(2, 3, 4), torch.tensor([3, 4]))

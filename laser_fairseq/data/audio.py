@@ -6,6 +6,9 @@ import torch
 from torch import Tensor
 
 
+_REMOVE_IT = "remove it from the manifest (scripts/prepare_librispeech.py leaves such files out)"
+
+
 class AudioError(ValueError):
     """Audio that cannot be used; the message names the file and what to do."""
 
@@ -16,14 +19,22 @@ def read_audio(path: str, sample_rate: int, where: str = "") -> Tensor:
     ``where`` (e.g. ``manifest.tsv:12``) is put in front of error messages.
     """
     prefix = f"{where}: " if where else ""
-    try:
-        samples, file_rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as error:  # soundfile raises several types for unreadable/corrupt files
-        raise AudioError(f"{prefix}cannot read audio file {path}: {error}") from None
+    samples, file_rate = load_samples(path, prefix)
     problem = audio_problem(samples, file_rate, sample_rate)
     if problem:
         raise AudioError(f"{prefix}{path}: {problem}")
     return torch.from_numpy(np.ascontiguousarray(samples[:, 0]))
+
+
+def load_samples(path: str, prefix: str = ""):
+    """(samples (S, channels) float32 array, sample rate) of any file soundfile reads; AudioError otherwise."""
+    try:
+        return sf.read(path, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for unreadable/corrupt files
+        raise AudioError(
+            f"{prefix}cannot read audio file {path}: {error}; check that it is a complete wav/flac file "
+            f"(re-download or re-convert it) or remove it from the manifest"
+        ) from None
 
 
 def audio_problem(samples: np.ndarray, file_rate: int, sample_rate: int) -> str:
@@ -33,9 +44,11 @@ def audio_problem(samples: np.ndarray, file_rate: int, sample_rate: int) -> str:
     if samples.shape[1] != 1:
         return f"has {samples.shape[1]} channels, expected mono; downmix it (e.g. sox in.wav -c 1 out.flac)"
     if samples.shape[0] == 0:
-        return "is empty (0 samples)"
+        return f"is empty (0 samples); {_REMOVE_IT}"
     if not np.isfinite(samples).all():
-        return "contains NaN or infinite samples"
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        return f"contains {bad} NaN or infinite sample(s); re-convert the file or {_REMOVE_IT}"
     if not np.any(samples):
-        return "is all silence (every sample is 0)"
+        return f"is all silence (every sample is 0); {_REMOVE_IT}"
     return ""
+

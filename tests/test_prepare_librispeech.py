@@ -1,0 +1,262 @@
+"""scripts/prepare_librispeech.py on a small fake LibriSpeech tree made of the demo corpus' FLAC files."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from laser_fairseq.data import prepare as prep
+from laser_fairseq.data.manifest import read_manifest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(REPO, "manifests", "demo")
+SCRIPT = os.path.join(REPO, "scripts", "prepare_librispeech.py")
+SUBSET = "train-clean-100"
+
+# file stem -> (fragment expected in its rejection reason)
+BROKEN = {
+    "19-198-0100": "cannot read audio file",  # corrupt bytes
+    "19-198-0101": "sample rate is 8000 Hz",
+    "19-198-0102": "2 channels",
+    "19-198-0103": "empty",
+    "19-198-0104": "all silence",
+    "19-198-0105": "NaN or infinite",  # a float wav
+    "19-198-0106": "too short",
+    "19-198-0107": "no line for 19-198-0107",  # good audio, transcript line missing
+    "19-198-0108": "cannot read audio file",  # zero-byte file
+}
+
+
+def demo_utterances():
+    """(path, words) of the demo corpus' training files."""
+    with open(os.path.join(DEMO, "train.tsv")) as handle:
+        names = [line.split("\t")[0] for line in handle.read().splitlines()[1:]]
+    with open(os.path.join(DEMO, "train.wrd")) as handle:
+        words = handle.read().splitlines()
+    return [(os.path.join(DEMO, "audio", name), text) for name, text in zip(names, words)]
+
+
+def write_chapter(root, speaker, chapter, files, transcripts):
+    """Copy/write ``files`` (stem -> writer) into SUBSET/speaker/chapter with a trans.txt of ``transcripts``."""
+    folder = os.path.join(root, SUBSET, str(speaker), str(chapter))
+    os.makedirs(folder, exist_ok=True)
+    for stem, write in files.items():
+        write(folder, stem)
+    with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w") as handle:
+        handle.writelines(f"{stem} {text}\n" for stem, text in transcripts.items())
+
+
+def copy_of(source):
+    return lambda folder, stem: shutil.copy(source, os.path.join(folder, f"{stem}.flac"))
+
+
+def written(samples, rate=16_000, ext="flac", subtype=None):
+    def write(folder, stem):
+        sf.write(os.path.join(folder, f"{stem}.{ext}"), samples, rate, subtype=subtype)
+
+    return write
+
+
+def raw_bytes(data):
+    def write(folder, stem):
+        with open(os.path.join(folder, f"{stem}.flac"), "wb") as handle:
+            handle.write(data)
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """root of the fake tree and {stem: words} of the good files."""
+    root = str(tmp_path_factory.mktemp("LibriSpeech"))
+    utterances = demo_utterances()
+    good = {}
+    for number, (speaker, chapter) in enumerate([(103, 1240), (103, 1241), (1034, 121119)]):
+        chapter_files = {}
+        for index in range(4):
+            source, words = utterances[4 * number + index]
+            stem = f"{speaker}-{chapter}-{index:04d}"
+            chapter_files[stem] = copy_of(source)
+            good[stem] = words
+        write_chapter(root, speaker, chapter, chapter_files, {s: good[s] for s in chapter_files})
+    wav, _ = sf.read(utterances[0][0], dtype="float32")
+    nan_wav = wav.copy()
+    nan_wav[100] = np.nan
+    with open(utterances[1][0], "rb") as handle:
+        corrupt = handle.read(64) + bytes(range(256)) * 8
+    broken = {
+        "19-198-0100": raw_bytes(corrupt),
+        "19-198-0101": written(wav[::2], rate=8000),
+        "19-198-0102": written(np.stack([wav, wav], axis=1)),
+        "19-198-0103": written(np.zeros((0, 1), dtype=np.float32), ext="wav"),  # libsndfile cannot reopen a 0-frame FLAC
+        "19-198-0104": written(np.zeros(16000, dtype=np.float32)),
+        "19-198-0105": written(nan_wav, ext="wav", subtype="FLOAT"),
+        "19-198-0106": written(wav[:3000]),
+        "19-198-0107": copy_of(utterances[0][0]),
+        "19-198-0108": raw_bytes(b""),
+    }
+    transcripts = {stem: "SOME WORDS" for stem in broken if stem != "19-198-0107"}
+    write_chapter(root, 19, 198, broken, transcripts)
+    return root, good
+
+
+def run_prepare(root, dest, log=None, **options):
+    options.setdefault("subsets", [SUBSET])
+    options.setdefault("extensions", ["flac", "wav"])
+    messages = [] if log is None else log
+    return prep.prepare(root, str(dest), log=messages.append, **options), messages
+
+
+def read_lines(path):
+    with open(path) as handle:
+        return handle.read().splitlines()
+
+
+def test_manifests_list_every_good_file_sorted_with_absolute_root(corpus, tmp_path):
+    root, good = corpus
+    result, _ = run_prepare(root, tmp_path, valid_percent=0.0)
+    lines = read_lines(tmp_path / "train.tsv")
+    assert lines[0] == root and os.path.isabs(lines[0])
+    paths = [line.split("\t")[0] for line in lines[1:]]
+    assert paths == sorted(paths)
+    assert sorted(os.path.basename(p)[:-5] for p in paths) == sorted(good)
+    for line in lines[1:]:
+        relative, count = line.split("\t")
+        assert relative.startswith(f"{SUBSET}/")
+        assert int(count) == sf.info(os.path.join(root, relative)).frames
+    assert not (tmp_path / "valid.tsv").exists()
+    assert len(result.train) == len(good) and result.valid == []
+
+
+def test_transcripts_are_aligned_with_the_manifest_lines(corpus, tmp_path):
+    root, good = corpus
+    run_prepare(root, tmp_path, valid_percent=0.25, seed=3)
+    for split in ("train", "valid"):
+        paths = [line.split("\t")[0] for line in read_lines(tmp_path / f"{split}.tsv")[1:]]
+        words = read_lines(tmp_path / f"{split}.wrd")
+        ltr = read_lines(tmp_path / f"{split}.ltr")
+        assert len(paths) == len(words) == len(ltr) > 0
+        for path, text, letters in zip(paths, words, ltr):
+            assert text == good[os.path.basename(path)[:-5]]
+            assert letters == " ".join(text.replace(" ", "|")) + " |"
+    symbols = [line.split()[0] for line in read_lines(tmp_path / "dict.ltr.txt")]
+    all_letters = {s for split in ("train", "valid") for line in read_lines(tmp_path / f"{split}.ltr") for s in line.split()}
+    assert set(symbols) == all_letters and symbols[0] == "|"
+
+
+def test_letters_follow_fairseq_libri_labels():
+    assert prep.letters("HELLO WORLD") == "H E L L O | W O R L D |"
+    assert prep.letter_dictionary(["A B |", "B |"]) == "B 2\n| 2\nA 1\n"
+
+
+def test_every_broken_file_is_rejected_with_its_reason(corpus, tmp_path):
+    root, _ = corpus
+    log = []
+    result, _ = run_prepare(root, tmp_path, log=log, valid_percent=0.0)
+    reasons = {os.path.splitext(os.path.basename(r.path))[0]: r.reason for r in result.rejected}
+    assert set(reasons) == set(BROKEN)
+    for stem, fragment in BROKEN.items():
+        assert fragment in reasons[stem], (stem, reasons[stem])
+    rows = [line.split("\t") for line in read_lines(tmp_path / "rejected.tsv")]
+    assert rows[0] == ["path", "reason"]
+    assert {(path, reason) for path, reason in rows[1:]} == {(r.path, r.reason) for r in result.rejected}
+    for rejection in result.rejected:
+        assert any(rejection.path in message and rejection.reason in message for message in log)
+    assert any("checked 21/21 files (100.0%), 9 rejected" in message for message in log)
+
+
+def test_same_seed_same_output_and_parallel_workers_agree(corpus, tmp_path):
+    root, _ = corpus
+    run_prepare(root, tmp_path / "a", valid_percent=0.3, seed=7)
+    run_prepare(root, tmp_path / "b", valid_percent=0.3, seed=7, workers=2)
+    run_prepare(root, tmp_path / "c", valid_percent=0.3, seed=8)
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(tmp_path / "b"))
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "valid.tsv").read_bytes() != (tmp_path / "c" / "valid.tsv").read_bytes()
+
+
+def test_the_laser_task_manifest_reader_accepts_the_output(corpus, tmp_path):
+    root, good = corpus
+    run_prepare(root, tmp_path, valid_percent=0.25)
+    train, valid = read_manifest(str(tmp_path / "train.tsv")), read_manifest(str(tmp_path / "valid.tsv"))
+    assert len(train) + len(valid) == len(good)
+    assert all(os.path.isfile(entry.path) for entry in train.entries + valid.entries)
+
+
+def test_existing_manifests_are_kept_without_force(corpus, tmp_path):
+    root, _ = corpus
+    run_prepare(root, tmp_path, valid_percent=0.25)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    with pytest.raises(prep.PrepareError, match="--force"):
+        run_prepare(root, tmp_path, valid_percent=0.0)
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+    run_prepare(root, tmp_path, valid_percent=0.0, force=True)
+    assert not (tmp_path / "valid.tsv").exists() and not (tmp_path / "valid.wrd").exists()
+    assert sorted(os.listdir(tmp_path)) == ["dict.ltr.txt", "rejected.tsv", "train.ltr", "train.tsv", "train.wrd"]
+
+
+def test_a_failed_write_leaves_the_destination_untouched(corpus, tmp_path, monkeypatch):
+    root, _ = corpus
+    (tmp_path / "train.tsv").write_text("old\n")
+    texts = {"train.tsv": "new\n", "valid.tsv": "new\n"}
+    real_open = open
+
+    def failing_open(path, mode="r", *args, **kwargs):
+        if "valid.tsv" in str(path) and "w" in mode:
+            raise OSError("disk full")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    with pytest.raises(OSError, match="disk full"):
+        prep.write_atomically(str(tmp_path), texts)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["train.tsv"] and (tmp_path / "train.tsv").read_text() == "old\n"
+
+
+def test_a_plain_folder_gets_manifests_without_transcripts(corpus, tmp_path):
+    folder = tmp_path / "wavs" / "nested"
+    folder.mkdir(parents=True)
+    for source, _ in demo_utterances()[:3]:
+        wav, rate = sf.read(source)
+        sf.write(str(folder / (os.path.basename(source)[:-5] + ".wav")), wav, rate)
+    log = []
+    result, _ = run_prepare(str(tmp_path / "wavs"), tmp_path / "out", log=log, subsets=[], extensions=["wav"], valid_percent=0.0)
+    assert sorted(os.listdir(tmp_path / "out")) == ["rejected.tsv", "train.tsv"]
+    assert not result.has_transcripts and len(result.train) == 3
+    assert any("no .wrd/.ltr" in message for message in log)
+    assert read_lines(tmp_path / "out" / "train.tsv")[1].startswith("nested/s01_v1.wav\t")
+
+
+def test_min_samples_below_the_cnn_receptive_field_is_refused(corpus, tmp_path):
+    with pytest.raises(prep.PrepareError, match="receptive field"):
+        run_prepare(corpus[0], tmp_path, min_samples=100)
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("prepare_librispeech_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reports_progress_rejections_and_exit_codes(corpus, tmp_path, capsys):
+    root, good = corpus
+    arguments = [root, "--subsets", SUBSET, "--dest", str(tmp_path), "--ext", "flac", "wav", "--progress-every", "5"]
+    done = subprocess.run([sys.executable, SCRIPT] + arguments + ["--workers", "1"], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "checked 5/21 files (23.8%)" in done.stderr and "checked 21/21 files (100.0%)" in done.stderr
+    assert done.stderr.count("rejected /") == len(BROKEN)
+    assert f"wrote {len(good) - 1} train and 1 valid utterances" in done.stderr
+    cli = load_cli()
+    assert cli.main(arguments) == 1 and "--force" in capsys.readouterr().err
+    assert cli.main([root, "--subsets", "no-such-subset", "--dest", str(tmp_path / "x")]) == 1
+    assert "no-such-subset: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,128 @@
+"""Per-layer frames of an upstream for one utterance and its perturbed copy, plus its log-mel frames.
+
+Layers, in order (``layer_names``):
+
+    index 0      ``cnn``        CNN feature extractor output, after the model's feature layer norm (C_cnn)
+    index 1      ``block0_in``  input of transformer block 0: projection + positional conv (+ the encoder
+                                layer norm of post-LN models)
+    index k + 1  ``block<k>``   output of transformer block k (1-based); the last one includes the final
+                                layer norm of pre-LN models
+
+(``block0_in`` .. ``block<L>`` are s3prl's / fairseq's hidden states 0 .. L.)
+
+Every utterance is run alone (a batch of one), as the block interface embeds padded batches anyway.
+Its perturbed copy is LASER's own perturbation (``SpeedPitchPerturber``) drawn from
+``np.random.default_rng([seed, utterance index])``: the same utterance gets the same copy whatever the
+subset, order or checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import Tensor
+
+from ..data.audio import read_audio
+from ..data.perturbation import Perturbation, SpeedPitchPerturber
+from ..models.blockwise import BlockwiseUpstream
+from .utterances import Utterance
+
+SAMPLE_RATE = 16_000
+MEL_WINDOW = 400  # 25 ms: the CNN's receptive field
+MEL_HOP = 320  # 20 ms: the CNN's stride, so mel frame t covers the same samples as CNN frame t
+MEL_BINS = 80
+LOG_FLOOR = 1e-6
+
+# LASER's HuBERT Base perturbation (REFERENCE.md, the task's defaults)
+DEFAULT_SPEED_FACTORS = (0.9, 1.0, 1.1)
+DEFAULT_PITCH_SHIFTS = (-2.0, 2.0)
+
+
+def layer_names(num_blocks: int) -> List[str]:
+    """``["cnn", "block0_in", "block1", ..., "block<num_blocks>"]``; a row's index is its position here."""
+    return ["cnn", "block0_in"] + [f"block{k}" for k in range(1, num_blocks + 1)]
+
+
+@torch.no_grad()
+def layer_frames(upstream: BlockwiseUpstream, waveform: Tensor, device: str) -> List[np.ndarray]:
+    """(S,) waveform -> one float32 (T, C_layer) array per entry of ``layer_names``.
+
+    The steps of ``BlockwiseUpstream.hidden_states`` for one unpadded waveform, keeping the CNN output
+    on the way (so the CNN runs once); the tests check the result equals ``hidden_states``.
+    """
+    source = waveform.to(device=device, dtype=torch.float32)[None]
+    cnn_input = F.layer_norm(source, source.shape[-1:]) if upstream.normalize else source
+    cnn = upstream.conv_features(cnn_input)
+    state = upstream.embed_features(cnn, None)
+    layers = [cnn, state.x.transpose(0, 1)]
+    for index in range(upstream.num_layers):
+        state = upstream.block(index, state)
+        layers.append(state.x.transpose(0, 1))
+    layers[-1] = upstream.finalize(state)
+    return [layer[0].float().cpu().numpy() for layer in layers]
+
+
+@lru_cache(maxsize=1)
+def _mel_transform() -> torchaudio.transforms.MelSpectrogram:
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=SAMPLE_RATE, n_fft=MEL_WINDOW, win_length=MEL_WINDOW, hop_length=MEL_HOP,
+        n_mels=MEL_BINS, center=False, power=2.0,
+    )
+
+
+def log_mel_frames(waveform: Tensor) -> np.ndarray:
+    """(S,) waveform -> (T, 80) log power mel frames, 25 ms windows every 20 ms, not centred.
+
+    T = (S - 400) // 320 + 1, the CNN's frame count for HuBERT/WavLM.
+    """
+    mel = _mel_transform()(waveform.float().cpu())
+    return torch.log(mel + LOG_FLOOR).T.numpy().astype(np.float32)
+
+
+def make_perturber(
+    speed_factors: Sequence[float] = DEFAULT_SPEED_FACTORS, pitch_shifts: Sequence[float] = DEFAULT_PITCH_SHIFTS
+) -> SpeedPitchPerturber:
+    return SpeedPitchPerturber(SAMPLE_RATE, tuple(speed_factors), tuple(pitch_shifts), swap_views=False)
+
+
+def perturbed_copy(
+    perturber: SpeedPitchPerturber, waveform: Tensor, seed: int, index: int
+) -> Tuple[Tensor, Perturbation]:
+    """The perturbed copy of utterance ``index`` and the perturbation drawn for it."""
+    perturbation = perturber.draw(np.random.default_rng([seed, index]))
+    return perturber.apply(waveform, perturbation), perturbation
+
+
+@dataclass
+class UtteranceLayers:
+    utterance: Utterance
+    frames: List[np.ndarray]  # per layer, (T, C_layer)
+    perturbed_frames: List[np.ndarray]  # per layer, (T', C_layer), T' ~ T / speed
+    log_mel: np.ndarray  # (T_mel, 80), T_mel == T for the real CNN
+    perturbation: Perturbation
+
+
+def iter_utterance_layers(
+    upstream: BlockwiseUpstream,
+    utterances: Sequence[Utterance],
+    perturber: SpeedPitchPerturber,
+    seed: int,
+    device: str,
+) -> Iterator[UtteranceLayers]:
+    """Read, perturb and encode the utterances one at a time."""
+    for utterance in utterances:
+        waveform = read_audio(utterance.path, SAMPLE_RATE, where=f"line {utterance.line}")
+        perturbed, perturbation = perturbed_copy(perturber, waveform, seed, utterance.index)
+        yield UtteranceLayers(
+            utterance=utterance,
+            frames=layer_frames(upstream, waveform, device),
+            perturbed_frames=layer_frames(upstream, perturbed, device),
+            log_mel=log_mel_frames(waveform),
+            perturbation=perturbation,
+        )

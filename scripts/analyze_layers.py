@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Layer-wise analysis of a HuBERT / WavLM upstream (original or LASER checkpoint), optionally vs another.
+
+For every layer (cnn, block0_in, block1 .. blockL) on the utterances of a manifest:
+input likeness (linear CKA with log-mel), perturbation invariance (DTW-aligned cosine similarity to the
+utterance's speed+pitch perturbed copy), voice information (sentence-held-out linear probe accuracy) and
+content (cross-voice same-sentence retrieval MAP). See docs/analysis.md.
+
+    python scripts/analyze_layers.py --checkpoint hubert_base_ls960.pt --compare laser_hubert.pt \\
+        --manifest manifests/demo/train.tsv
+
+Voice / sentence ids: <manifest stem>.voice and <manifest stem>.sent beside the manifest, or --voices /
+--sentences; without them the voice probe and the retrieval are reported as n/a.
+Writes layers.csv, layers.md, layers.png (+ deltas.png with --compare) and summary.json to --out
+(default outputs/analysis/<name>). Progress goes to stderr.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from laser_fairseq.analysis import report  # noqa: E402
+from laser_fairseq.analysis.features import (  # noqa: E402
+    DEFAULT_PITCH_SHIFTS,
+    DEFAULT_SPEED_FACTORS,
+    make_perturber,
+)
+from laser_fairseq.analysis.layerwise import analyze_upstream  # noqa: E402
+from laser_fairseq.analysis.utterances import load_utterances  # noqa: E402
+from laser_fairseq.checkpoint_io import CheckpointError  # noqa: E402
+from laser_fairseq.data.audio import AudioError  # noqa: E402
+from laser_fairseq.data.manifest import ManifestError  # noqa: E402
+from laser_fairseq.models.trained_upstream import OpenedUpstream, open_upstream  # noqa: E402
+
+OUTPUT_FILES = {"csv": "layers.csv", "markdown": "layers.md", "plot": "layers.png", "summary": "summary.json"}
+DELTA_PLOT = "deltas.png"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="A: original HuBERT/WavLM or LASER checkpoint")
+    parser.add_argument("--compare", help="B: a second checkpoint, analysed on the same utterances (Δ = B - A)")
+    parser.add_argument("--manifest", required=True, help="fairseq audio manifest (tsv), 16 kHz mono audio")
+    parser.add_argument("--out", help="output directory (default outputs/analysis/<name>)")
+    parser.add_argument("--max-utterances", type=int, help="analyse only the first N audio lines")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the perturbations (default 1)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the upstream runs")
+    parser.add_argument("--upstream", help="original upstream of a LASER checkpoint whose upstream_path moved")
+    parser.add_argument("--voices", help="voice id per audio line (default <manifest stem>.voice)")
+    parser.add_argument("--sentences", help="sentence id per audio line (default <manifest stem>.sent)")
+    parser.add_argument("--speed-factors", type=float, nargs="+", default=list(DEFAULT_SPEED_FACTORS),
+                        help=f"perturbation speed factors (default {' '.join(map(str, DEFAULT_SPEED_FACTORS))})")
+    parser.add_argument("--pitch-shifts", type=float, nargs="+", default=list(DEFAULT_PITCH_SHIFTS),
+                        help=f"perturbation pitch shifts in semitones (default "
+                             f"{' '.join(map(str, DEFAULT_PITCH_SHIFTS))})")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
+    args = parser.parse_args(argv)
+    if args.max_utterances is not None and args.max_utterances < 1:
+        parser.error("--max-utterances must be >= 1")
+    return args
+
+
+def checkpoint_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def default_output_dir(args) -> str:
+    name = checkpoint_name(args.checkpoint)
+    if args.compare:
+        name = f"{name}_vs_{checkpoint_name(args.compare)}"
+    return os.path.join("outputs", "analysis", name)
+
+
+def output_paths(out_dir: str, comparing: bool) -> dict:
+    files = {key: os.path.join(out_dir, name) for key, name in OUTPUT_FILES.items()}
+    if comparing:
+        files["delta_plot"] = os.path.join(out_dir, DELTA_PLOT)
+    return files
+
+
+class StderrProgress:
+    """Progress lines on stderr: rewritten in place on a terminal, every ~10 % otherwise."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.interactive = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, stage: str, done: int, total: int):
+        step = max(1, -(-total // 10))
+        if not self.interactive and done != total and done % step:
+            return
+        elapsed = time.monotonic() - self.started
+        line = f"[{self.label}] {stage}: {done}/{total} ({elapsed:.0f} s)"
+        if self.interactive:
+            sys.stderr.write("\r" + line + ("\n" if done == total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def describe(opened: OpenedUpstream) -> str:
+    kind = opened.upstream.kind
+    if opened.laser_checkpoint is None:
+        return f"{kind}, original checkpoint, {opened.upstream.num_layers} blocks"
+    return (
+        f"{kind}, LASER checkpoint: {opened.trainable_layers} trained top blocks, {opened.num_updates} updates, "
+        f"upstream {opened.source_path}"
+    )
+
+
+def analyze(path: str, label: str, args, utterance_set, perturber) -> report.LabelledAnalysis:
+    sys.stderr.write(f"[{label}] opening {path}\n")
+    opened = open_upstream(path, args.upstream)
+    upstream = opened.upstream.to(args.device).eval()
+    analysis = analyze_upstream(
+        upstream, utterance_set, perturber, args.seed, args.device, progress=StderrProgress(label)
+    )
+    return report.LabelledAnalysis(f"{label}: {checkpoint_name(path)}", path, describe(opened), analysis)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but torch sees no CUDA device")
+    out_dir = args.out or default_output_dir(args)
+    files = output_paths(out_dir, bool(args.compare))
+    existing = [path for path in files.values() if os.path.exists(path)]
+    if existing and not args.force:
+        sys.exit(f"error: {', '.join(existing)} exist(s); pass --force to replace, or choose --out")
+    try:
+        utterance_set = load_utterances(args.manifest, args.voices, args.sentences, args.max_utterances)
+        perturber = make_perturber(args.speed_factors, args.pitch_shifts)
+        main_analysis = analyze(args.checkpoint, "A", args, utterance_set, perturber)
+        compare = analyze(args.compare, "B", args, utterance_set, perturber) if args.compare else None
+    except (CheckpointError, ManifestError, AudioError, FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    settings = {
+        "checkpoint": args.checkpoint,
+        "compare": args.compare,
+        "upstream": args.upstream,
+        "manifest": args.manifest,
+        "voices": utterance_set.voices_path,
+        "sentences": utterance_set.sentences_path,
+        "max_utterances": args.max_utterances,
+        "seed": args.seed,
+        "device": args.device,
+        "speed_factors": args.speed_factors,
+        "pitch_shifts": args.pitch_shifts,
+    }
+    write_outputs(files, main_analysis, compare, settings)
+    print(report.markdown_report(main_analysis, compare, settings))
+    print("wrote:")
+    for path in files.values():
+        print(f"  {path}")
+
+
+def write_outputs(files: dict, main_analysis, compare, settings: dict):
+    os.makedirs(os.path.dirname(files["csv"]) or ".", exist_ok=True)
+    report.write_csv(files["csv"], main_analysis, compare)
+    with open(files["markdown"], "w", encoding="utf-8") as handle:
+        handle.write(report.markdown_report(main_analysis, compare, settings))
+    report.plot_measures(files["plot"], main_analysis, compare)
+    if compare is not None:
+        report.plot_deltas(files["delta_plot"], main_analysis, compare)
+    report.write_summary(files["summary"], main_analysis, compare, settings, files)
+
+
+def quiet_library_logging():
+    """Importing fairseq sets the root logger to DEBUG; keep the terminal for this script's own output."""
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    quiet_library_logging()
+    main()

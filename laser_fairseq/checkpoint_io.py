@@ -41,31 +41,59 @@ def load_checkpoint(path: str, extra_safe_globals: Iterable[str] = ()) -> dict:
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes); {_FETCH_AGAIN}")
     allowed = SAFE_GLOBALS + resolve_globals(extra_safe_globals)
     try:
         with torch.serialization.safe_globals(allowed):
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         raise CheckpointError(_explain_unpickling_error(path, error)) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint (truncated or corrupt?): {str(error)[:300]}"
-        ) from None
+    except _NOT_A_CHECKPOINT as error:
+        raise CheckpointError(_unreadable(path, f"{type(error).__name__}: {_first_line(str(error))}")) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}")
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}; {_EXPECTED}")
     return state
+
+
+# what torch.load raises on truncated, corrupt or foreign files (a text file gives a KeyError)
+_NOT_A_CHECKPOINT = (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError)
+_EXPECTED = (
+    "LASER expects an original fairseq HuBERT checkpoint (e.g. hubert_base_ls960.pt) or a unilm WavLM "
+    "checkpoint (e.g. WavLM-Base.pt)"
+)
+_FETCH_AGAIN = f"if it is a truncated or corrupt copy (an interrupted download or copy), fetch it again; {_EXPECTED}"
+
+
+def _unreadable(path: str, reason: str) -> str:
+    return f"{path}: not a readable torch checkpoint ({reason}); {_FETCH_AGAIN}"
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    """The first sentence of an error message (torch's run on for several lines)."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line.split(". ")[0][:limit]
 
 
 def _explain_unpickling_error(path: str, error: Exception) -> str:
     message = str(error)
     blocked = _blocked_global(message)
     if blocked is None:
-        return f"{path}: not a torch checkpoint, or a corrupt one ({message.splitlines()[0][:200]})"
+        return _unreadable(path, f"torch's weights-only reader stopped at: {_unpickler_reason(message)}")
     return (
         f"{path}: the checkpoint pickles {blocked}, which is not on laser-fairseq's allow-list for "
         f"weights-only loading. If you trust this file, allow that class for this load only with "
-        f"model.extra_safe_globals=[{blocked}] (or --extra-safe-globals {blocked} in the scripts)."
+        f"model.extra_safe_globals=[{blocked}] (or --extra-safe-globals {blocked} in the scripts); "
+        f"otherwise re-save the checkpoint without it."
     )
+
+
+def _unpickler_reason(message: str) -> str:
+    """The weights-only unpickler's own reason (e.g. 'Unsupported operand 149'), not torch's advice."""
+    marker = "WeightsUnpickler error:"
+    if marker in message:
+        return _first_line(message.split(marker, 1)[1])
+    return _first_line(message)
 
 
 def _blocked_global(message: str):

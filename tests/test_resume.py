@@ -1,0 +1,153 @@
+"""A LASER run killed with SIGKILL and restarted with the same command ends bit-identical to an uninterrupted one.
+
+All runs use one torch/numba thread (same arithmetic in every run, and two runs fit the 2 cores side by side).
+fairseq reseeds torch with ``seed + num_updates`` before every update, the dataset seeds each item with
+(seed, epoch, index), and checkpoint_last.pt carries the model, the optimizer, the LR scheduler and the
+position in the epoch, so nothing that decides update 5 and 6 is lost with the process.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from laser_fairseq.checkpoint_io import load_checkpoint
+from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
+MAX_UPDATE = 6
+SAVE_EVERY = 2
+KILL_AT = 5  # kill once update 5 is logged: checkpoint_last.pt then holds update 4
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def train_command(upstream, run_dir, num_workers):
+    return [
+        HYDRA_TRAIN, "--config-dir", os.path.join(REPO, "examples", "laser", "config"), "--config-name", "demo",
+        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
+        f"task.data={os.path.join(REPO, 'manifests', 'demo')}",
+        f"model.upstream_path={upstream}",
+        f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
+        f"common.tensorboard_logdir={os.path.join(run_dir, 'tb')}",
+        f"hydra.run.dir={os.path.join(run_dir, 'hydra')}",
+        f"optimization.max_update={MAX_UPDATE}",
+        f"lr_scheduler.total_num_update={MAX_UPDATE}",
+        f"checkpoint.save_interval_updates={SAVE_EVERY}",
+        f"dataset.num_workers={num_workers}",
+        "dataset.disable_validation=true",
+        "common.log_interval=1",
+    ]
+
+
+def start(command, log_path):
+    """Start a run in its own process group, output (stdout + stderr) to ``log_path``."""
+    env = dict(os.environ, **ONE_THREAD)
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    log.close()
+    return process
+
+
+def finish(process, log_path, timeout=400):
+    process.wait(timeout=timeout)
+    with open(log_path) as handle:
+        output = handle.read()
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def kill_after_update(process, log_path, update, timeout=400):
+    """SIGKILL the whole process group (trainer and data workers) once ``num_updates=update`` is logged."""
+    marker = f"num_updates={update},"
+    waited = 0.0
+    while waited < timeout:
+        with open(log_path) as handle:
+            output = handle.read()
+        if marker in output:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return output
+        assert process.poll() is None, f"run ended before update {update}:\n{output[-4000:]}"
+        waited += _sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"no update {update} after {timeout} s")
+
+
+def _sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def saved_update(checkpoint_path):
+    state = load_checkpoint(checkpoint_path)
+    return state["optimizer_history"][-1]["num_updates"]
+
+
+def assert_bit_identical(path_a, path_b):
+    """torch.equal on every tensor of the model state and of the optimizer state."""
+    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
+    assert a["model"].keys() == b["model"].keys()
+    different = [key for key in a["model"] if not torch.equal(a["model"][key], b["model"][key])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
+    optimizer_a, optimizer_b = a["last_optimizer_state"]["state"], b["last_optimizer_state"]["state"]
+    assert optimizer_a.keys() == optimizer_b.keys()
+    for index in optimizer_a:
+        for name, value in optimizer_a[index].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(optimizer_b[index][name])), (index, name)
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("upstream") / "tiny_hubert.pt")
+    save_checkpoint(make_tiny_hubert(), path)
+    return path
+
+
+def killed_and_resumed(upstream, run_dir, num_workers, beside=None):
+    """Run until update KILL_AT, SIGKILL, restart the same command; returns the resumed run's output.
+
+    ``beside``: (command, log) of another run to start together with the first one (2 cores).
+    """
+    command = train_command(upstream, str(run_dir), num_workers)
+    first_log = str(run_dir / "first.log")
+    other = start(*beside) if beside else None
+    first = start(command, first_log)
+    kill_after_update(first, first_log, KILL_AT)
+    last = str(run_dir / "checkpoints" / "checkpoint_last.pt")
+    assert saved_update(last) == KILL_AT - 1, "the kill must land between two checkpoint saves"
+    resumed_log = str(run_dir / "resumed.log")
+    output = finish(start(command, resumed_log), resumed_log)
+    if other is not None:
+        finish(other, beside[1])
+    assert f"Loaded checkpoint {last} (epoch 1 @ {KILL_AT - 1} updates)" in output
+    assert f"num_updates={KILL_AT - 1}," not in output  # update 4 was not redone
+    assert saved_update(last) == MAX_UPDATE
+    return last
+
+
+@pytest.fixture(scope="module")
+def reference_and_resumed(upstream, tmp_path_factory):
+    """checkpoint_last.pt of an uninterrupted run and of a killed + resumed one (num_workers=0), run side by side."""
+    reference_dir = tmp_path_factory.mktemp("reference")
+    reference = (train_command(upstream, str(reference_dir), 0), str(reference_dir / "run.log"))
+    resumed = killed_and_resumed(upstream, tmp_path_factory.mktemp("resumed0"), 0, beside=reference)
+    return str(reference_dir / "checkpoints" / "checkpoint_last.pt"), resumed
+
+
+def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(reference_and_resumed):
+    reference, resumed = reference_and_resumed
+    assert saved_update(reference) == MAX_UPDATE
+    assert_bit_identical(reference, resumed)
+
+
+def test_resume_with_a_data_loader_worker_is_bit_identical_too(reference_and_resumed, upstream, tmp_path):
+    reference, _ = reference_and_resumed
+    resumed = killed_and_resumed(upstream, tmp_path, num_workers=1)
+    assert_bit_identical(reference, resumed)

@@ -1,1 +1,2 @@
 from .laser_model import LaserModel, LaserModelConfig  # noqa: F401
+from .hubert_ctc_fixed import HubertCtcFixed, HubertCtcFixedConfig  # noqa: F401

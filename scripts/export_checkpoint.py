@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Export a LASER training checkpoint as an upstream checkpoint in its original format.
+
+    python scripts/export_checkpoint.py --checkpoint outputs/demo/checkpoints/checkpoint_last.pt \
+        --output outputs/demo/laser_hubert.pt
+
+The trained top blocks are merged into the original upstream (cfg.model.upstream_path of the LASER run, or
+--upstream), the projection head is dropped, and the result is written in the upstream's own format:
+fairseq (HuBERT, default) or s3prl's converted HuBERT format, unilm (WavLM). The written file is read back
+and checked tensor by tensor before success is reported. See docs/export.md.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from laser_fairseq.checkpoint_io import CheckpointError  # noqa: E402
+from laser_fairseq.export import export_checkpoint  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="LASER training checkpoint (checkpoint_last.pt)")
+    parser.add_argument("--output", required=True, help="file to write")
+    parser.add_argument(
+        "--format", choices=["fairseq", "s3prl", "unilm"], default=None,
+        help="output format: fairseq or s3prl for HuBERT (default fairseq), unilm for WavLM (default)",
+    )
+    parser.add_argument(
+        "--upstream", default=None,
+        help="the original upstream checkpoint the LASER run started from (default: the path recorded in the "
+             "LASER checkpoint, cfg.model.upstream_path)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing output (never an input)")
+    parser.add_argument(
+        "--extra-safe-globals", nargs="*", default=[], metavar="module.Class",
+        help="extra classes the checkpoints may unpickle under weights-only loading; only for files you trust",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        report = export_checkpoint(
+            args.checkpoint, args.output, fmt=args.format, upstream=args.upstream, force=args.force,
+            extra_safe_globals=args.extra_safe_globals,
+        )
+    except CheckpointError as error:
+        sys.exit(f"error: {error}")
+    print(report.summary())
+
+
+if __name__ == "__main__":
+    main()

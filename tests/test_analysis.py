@@ -195,10 +195,33 @@ def test_probe_folds_hold_whole_sentences_out():
 @pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
-    paths = {"hubert": str(folder / "tiny_hubert.pt"), "wavlm": str(folder / "tiny_wavlm.pt")}
+    paths = {"hubert": str(folder / "tiny_hubert.pt"), "wavlm": str(folder / "tiny_wavlm.pt"),
+             "laser": str(folder / "laser_checkpoint.pt")}
     save_checkpoint(make_tiny_hubert(layers=3, dim=32, seed=0), paths["hubert"])
     save_checkpoint(make_tiny_wavlm(layers=3, dim=32, seed=1), paths["wavlm"])
+    save_checkpoint(laser_checkpoint_with_new_top_blocks(paths["hubert"]), paths["laser"])
     return paths
+
+
+def laser_checkpoint_with_new_top_blocks(upstream_path: str, trained: int = 2) -> dict:
+    """A LASER training checkpoint as ``open_upstream`` reads it: the upstream's weights under
+    ``upstream.*`` with the top ``trained`` blocks changed; its recorded upstream path no longer exists."""
+    upstream = open_upstream(upstream_path).upstream
+    first_trained = upstream.num_layers - trained
+    generator = torch.Generator().manual_seed(7)
+    weights = {}
+    for key, value in upstream.state_dict().items():
+        block = key.split("encoder.layers.")[-1].split(".")[0] if "encoder.layers." in key else None
+        if block is not None and int(block) >= first_trained and value.is_floating_point():
+            value = value + 0.3 * torch.randn(value.shape, generator=generator)
+        weights[f"upstream.{key}"] = value
+    return {
+        "args": None,
+        "cfg": {"model": {"_name": "laser", "upstream_path": "/moved/away/tiny_hubert.pt",
+                          "trainable_layers": trained}},
+        "model": weights,
+        "optimizer_history": [{"num_updates": 100}],
+    }
 
 
 @pytest.mark.parametrize("kind", ["hubert", "wavlm"])
@@ -233,12 +256,13 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
-def test_cli_compares_two_checkpoints_end_to_end(tiny_checkpoints, tmp_path, capsys):
+def test_cli_compares_an_upstream_with_its_laser_checkpoint_end_to_end(tiny_checkpoints, tmp_path, capsys):
     import analyze_layers
 
     out = tmp_path / "report"
     argv = [
-        "--checkpoint", tiny_checkpoints["hubert"], "--compare", tiny_checkpoints["wavlm"],
+        "--checkpoint", tiny_checkpoints["hubert"], "--compare", tiny_checkpoints["laser"],
+        "--upstream", tiny_checkpoints["hubert"],  # the LASER checkpoint's recorded upstream has moved
         "--manifest", DEMO_TRAIN, "--max-utterances", "10", "--seed", "3", "--out", str(out),
     ]
     analyze_layers.main(argv)
@@ -258,7 +282,12 @@ def test_cli_compares_two_checkpoints_end_to_end(tiny_checkpoints, tmp_path, cap
             float(row["compare_input_cka"]) - float(row["input_cka"]), abs=2e-4
         )
     assert float(rows[0]["voice_probe_chance"]) == pytest.approx(0.2)
-    assert "| block3 |" in (out / "layers.md").read_text()
+    # LASER changed blocks 2 and 3 only: everything below is the same network on the same audio
+    for row in rows[:3]:
+        assert all(float(row[f"delta_{m}"]) == 0.0 for m in ("input_cka", "invariance", "voice_probe", "retrieval_map"))
+    assert any(float(rows[-1][f"delta_{m}"]) != 0.0 for m in ("input_cka", "invariance"))
+    markdown = (out / "layers.md").read_text()
+    assert "| block3 |" in markdown and "LASER checkpoint: 2 trained top blocks, 100 updates" in markdown
     with pytest.raises(SystemExit, match="--force"):  # refuses to overwrite before computing anything
         analyze_layers.main(argv)
 

@@ -4,7 +4,7 @@
 For every layer (cnn, block0_in, block1 .. blockL) on the utterances of a manifest:
 input likeness (linear CKA with log-mel), perturbation invariance (DTW-aligned cosine similarity to the
 utterance's speed+pitch perturbed copy), voice information (sentence-held-out linear probe accuracy) and
-content (cross-voice same-sentence retrieval MAP). See docs/analysis.md.
+content (cross-voice same-sentence retrieval MAP). See README.md, "Layer-wise analysis".
 
     python scripts/analyze_layers.py --checkpoint hubert_base_ls960.pt --compare laser_hubert.pt \\
         --manifest manifests/demo/train.tsv

@@ -7,7 +7,7 @@
 The trained top blocks are merged into the original upstream (cfg.model.upstream_path of the LASER run, or
 --upstream), the projection head is dropped, and the result is written in the upstream's own format:
 fairseq (HuBERT, default) or s3prl's converted HuBERT format, unilm (WavLM). The written file is read back
-and checked tensor by tensor before success is reported. See docs/export.md.
+and checked tensor by tensor before success is reported. See README.md, "Export back to fairseq and s3prl".
 """
 
 import argparse

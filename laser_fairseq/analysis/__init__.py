@@ -6,5 +6,5 @@
 - ``layerwise``  the measures for every layer of one upstream
 - ``report``     CSV, markdown, PNG plots and a JSON summary
 
-The command line is ``scripts/analyze_layers.py``; docs/analysis.md explains how to read the results.
+The command line is ``scripts/analyze_layers.py``; README.md ("Layer-wise analysis") explains how to read the results.
 """

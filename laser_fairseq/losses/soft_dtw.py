@@ -274,10 +274,19 @@ def _resolve_backend(backend: str, device: torch.device):
             raise ValueError(f"backend='numba' needs CPU tensors, got device {device}")
         from laser_fairseq.losses.soft_dtw_cpu import NumbaDP
         return NumbaDP
-    if device.type != "cuda":
+    if device.type != "cuda" and not _cuda_simulator():
         raise ValueError(f"backend='cuda' needs CUDA tensors, got device {device}")
     from laser_fairseq.losses.soft_dtw_cuda import CudaDP
     return CudaDP
+
+
+def _cuda_simulator() -> bool:
+    """numba's CUDA simulator is on (then backend='cuda' runs on CPU tensors, for tests)."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    from numba import config
+
+    return bool(getattr(config, "ENABLE_CUDASIM", False))
 
 
 def _symmetrize(g: torch.Tensor) -> torch.Tensor:

@@ -171,10 +171,28 @@ def _flush_level_overload(ref):
 
 @njit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, cache=True)
 def _diag_min(row):
-    """``min(row)`` of a non-empty 1-D view (a vectorised reduction; exact, min is associative)."""
-    out = row[0]
-    for i in range(1, row.shape[0]):
+    """``min(row)`` of a non-empty 1-D view.
+
+    Eight independent accumulators (LLVM turns them into one SIMD register; a plain loop stays a
+    serial chain of scalar mins). Exact: min is associative.
+    """
+    n = row.shape[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = row[0]
+    i = 0
+    while i + 8 <= n:
+        a0 = min(a0, row[i])
+        a1 = min(a1, row[i + 1])
+        a2 = min(a2, row[i + 2])
+        a3 = min(a3, row[i + 3])
+        a4 = min(a4, row[i + 4])
+        a5 = min(a5, row[i + 5])
+        a6 = min(a6, row[i + 6])
+        a7 = min(a7, row[i + 7])
+        i += 8
+    out = min(min(min(a0, a1), min(a2, a3)), min(min(a4, a5), min(a6, a7)))
+    while i < n:
         out = min(out, row[i])
+        i += 1
     return out
 
 
@@ -189,8 +207,10 @@ def _diag_bounds(k, n, m, sym):
 
 
 @njit(fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _softmin_diag(prev2, prev1_up, prev1_left, cost, shift, gamma, out, wd, wu, wl):
-    """One anti-diagonal: ``out = cost + softmin(prev2 + shift, prev1_up, prev1_left)`` and the weights.
+def _softmin_diag(prev2, prev1_up, prev1_left, cost, shift2, shift1, gamma, out, wd, wu, wl):
+    """One anti-diagonal: ``out = cost + softmin(prev2 + shift2, prev1_up + shift1, prev1_left + shift1)``.
+
+    Also writes the three softmin weights.
 
     All arguments are equal-length contiguous 1-D views (a branch-free loop from 0 that LLVM
     vectorises; numba's float division check is off via ``error_model="numpy"``).
@@ -198,9 +218,9 @@ def _softmin_diag(prev2, prev1_up, prev1_left, cost, shift, gamma, out, wd, wu, 
     one = _like(gamma, 1.0)
     ig = one / gamma
     for t in range(out.shape[0]):
-        a = prev2[t] + shift
-        b = prev1_up[t]
-        c = prev1_left[t]
+        a = prev2[t] + shift2
+        b = prev1_up[t] + shift1
+        c = prev1_left[t] + shift1
         r = min(min(a, b), c)
         ea = _exp((r - a) * ig)
         eb = _exp((r - b) * ig)
@@ -221,9 +241,10 @@ def _forward_one(C, stride, n, m, sym, gamma, wd, wu, wl, off, p2, p1, cur, cost
     ``k`` at ``off_k + i - lo_k``, diagonals packed one after the other. p2/p1/cur: ``(>= n + 2,)``
     scratch rows indexed by ``i`` (diagonals k - 2, k - 1, k); cost: ``(>= n,)`` scratch.
 
-    Each diagonal is stored relative to its own minimum, kept in float64 (``base2/base1``):
-    R grows to hundreds along a path, and float32 differences of such values would lose ~1e-4
-    of the softmin weights at gamma = 0.1.
+    Values are kept small: diagonal k is computed relative to ``base_k`` (float64), the running
+    sum of the diagonal minima, and stored relative to ``base_{k-1}`` (the shifts are applied when
+    the next diagonals read it, which saves a pass). R itself grows to hundreds along a path, and
+    float32 differences of such values would lose ~1e-4 of the softmin weights at gamma = 0.1.
     """
     zero, big = _like(gamma, 0.0), _like(gamma, BIG)
     for i in range(n + 2):
@@ -231,8 +252,9 @@ def _forward_one(C, stride, n, m, sym, gamma, wd, wu, wl, off, p2, p1, cur, cost
         p1[i] = big
         cur[i] = big
     p2[0] = zero  # R_00
-    base2 = 0.0  # float64 level of diagonal k - 2
-    base1 = 0.0  # float64 level of diagonal k - 1
+    base3 = 0.0  # float64 bases of diagonals k - 3, k - 2, k - 1; diagonal d is stored relative
+    base2 = 0.0  # to base_{d - 1}
+    base1 = 0.0
     value = 0.0
     for k in range(2, n + m + 1):
         lo, hi = _diag_bounds(k, n, m, sym)
@@ -240,19 +262,18 @@ def _forward_one(C, stride, n, m, sym, gamma, wd, wu, wl, off, p2, p1, cur, cost
         start = (lo - 1) * stride + (k - 1 - lo)
         for t in range(cnt):  # strided gather of the diagonal's costs (kept out of the SIMD loop)
             cost[t] = C[start + t * (stride - 1)]
-        _softmin_diag(p2[lo - 1:hi], p1[lo - 1:hi], p1[lo:hi + 1], cost[:cnt], _like(gamma, base2 - base1),
-                      gamma, cur[lo:hi + 1], wd[off:off + cnt], wu[off:off + cnt], wl[off:off + cnt])
+        # stored p2 is relative to base3, p1 to base2; compute relative to base1
+        _softmin_diag(p2[lo - 1:hi], p1[lo - 1:hi], p1[lo:hi + 1], cost[:cnt], _like(gamma, base3 - base1),
+                      _like(gamma, base2 - base1), gamma, cur[lo:hi + 1], wd[off:off + cnt], wu[off:off + cnt],
+                      wl[off:off + cnt])
         off += cnt
-        level = _diag_min(cur[lo:hi + 1])
-        for t in range(lo, hi + 1):
-            cur[t] -= level
         if sym and (k & 1) == 1:
             cur[hi + 1] = cur[hi]  # cell (i + 1, i) mirrors (i, i + 1): read by the next diagonal
         if k == n + m:
-            value = base1 + level + cur[n]
+            value = base1 + cur[n]
         if k == 2:
             p2[0] = big
-        base2, base1 = base1, base1 + level
+        base3, base2, base1 = base2, base1, base1 + _diag_min(cur[lo:hi + 1])
         p2, p1, cur = p1, cur, p2
     return value
 

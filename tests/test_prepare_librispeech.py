@@ -12,6 +12,7 @@ import soundfile as sf
 
 from laser_fairseq.data import prepare as prep
 from laser_fairseq.data.manifest import read_manifest
+from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
@@ -101,6 +102,7 @@ def corpus(tmp_path_factory):
         "19-198-0108": raw_bytes(b""),
     }
     transcripts = {stem: "SOME WORDS" for stem in broken if stem != "19-198-0107"}
+    transcripts["19-198-0199"] = "A LINE WITHOUT AUDIO"
     write_chapter(root, 19, 198, broken, transcripts)
     return root, good
 
@@ -168,6 +170,7 @@ def test_every_broken_file_is_rejected_with_its_reason(corpus, tmp_path):
     for rejection in result.rejected:
         assert any(rejection.path in message and rejection.reason in message for message in log)
     assert any("checked 21/21 files (100.0%), 9 rejected" in message for message in log)
+    assert any("warning: 1 transcript line(s) have no audio file, e.g. 19-198-0199" in message for message in log)
 
 
 def test_same_seed_same_output_and_parallel_workers_agree(corpus, tmp_path):
@@ -188,6 +191,10 @@ def test_the_laser_task_manifest_reader_accepts_the_output(corpus, tmp_path):
     train, valid = read_manifest(str(tmp_path / "train.tsv")), read_manifest(str(tmp_path / "valid.tsv"))
     assert len(train) + len(valid) == len(good)
     assert all(os.path.isfile(entry.path) for entry in train.entries + valid.entries)
+    task = LaserTask(LaserTaskConfig(data=str(tmp_path), seed=1, train_subset="train"))
+    task.load_dataset("train")
+    item = task.datasets["train"][0]
+    assert item["view_a"].ndim == 1 and item["view_b"].numel() > 0
 
 
 def test_existing_manifests_are_kept_without_force(corpus, tmp_path):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -20,8 +21,8 @@ from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 MAX_UPDATE = 6
-SAVE_EVERY = 2
-KILL_AT = 5  # kill once update 5 is logged: checkpoint_last.pt then holds update 4
+SAVE_EVERY = 3
+KILL_AT = 4  # kill once update 4 is logged: checkpoint_last.pt holds update 3, the next save is at 6
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
@@ -64,8 +65,8 @@ def finish(process, log_path, timeout=400):
 def kill_after_update(process, log_path, update, timeout=400):
     """SIGKILL the whole process group (trainer and data workers) once ``num_updates=update`` is logged."""
     marker = f"num_updates={update},"
-    waited = 0.0
-    while waited < timeout:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         with open(log_path) as handle:
             output = handle.read()
         if marker in output:
@@ -73,16 +74,9 @@ def kill_after_update(process, log_path, update, timeout=400):
             process.wait()
             return output
         assert process.poll() is None, f"run ended before update {update}:\n{output[-4000:]}"
-        waited += _sleep(0.2)
+        time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     raise AssertionError(f"no update {update} after {timeout} s")
-
-
-def _sleep(seconds):
-    import time
-
-    time.sleep(seconds)
-    return seconds
 
 
 def saved_update(checkpoint_path):

@@ -51,4 +51,3 @@ def audio_problem(samples: np.ndarray, file_rate: int, sample_rate: int) -> str:
     if not np.any(samples):
         return f"is all silence (every sample is 0); {_REMOVE_IT}"
     return ""
-

@@ -301,7 +301,27 @@ def check_corpus(
             accepted.append(Utterance(relative_path=relative, num_samples=num_samples, words=words))
         if done % progress_every == 0 or done == total:
             log(progress_line(done, total, len(rejected)))
+    warn_about_transcripts_without_audio(transcripts, relative_paths, log)
     return accepted, rejected
+
+
+def warn_about_transcripts_without_audio(
+    transcripts: Dict[str, Dict[str, str]], relative_paths: Sequence[str], log: Callable[[str], None]
+):
+    """A transcript line whose audio file is missing hints at an incomplete download or extraction."""
+    stems = {os.path.splitext(os.path.basename(path))[0] for path in relative_paths}
+    orphans = sorted(
+        (utterance_id, folder)
+        for folder, lines in transcripts.items()
+        for utterance_id in lines
+        if utterance_id not in stems
+    )
+    if orphans:
+        utterance_id, folder = orphans[0]
+        log(
+            f"warning: {len(orphans)} transcript line(s) have no audio file, e.g. {utterance_id} in {folder}; "
+            f"is the corpus completely extracted?"
+        )
 
 
 def prepare(

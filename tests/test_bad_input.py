@@ -85,14 +85,31 @@ def test_manifest_without_root_or_lines_is_refused(tmp_path):
     with pytest.raises(ManifestError, match=rf"{empty}:1: the first line must be the audio root"):
         read_manifest(str(empty))
     only_root = tmp_path / "root.tsv"
-    only_root.write_text("/data\n")
+    only_root.write_text(f"{tmp_path}\n")
     with pytest.raises(ManifestError, match=rf"{only_root}: no audio lines"):
         read_manifest(str(only_root))
     with pytest.raises(ManifestError, match="manifest not found. Write one with scripts/prepare_librispeech.py"):
         read_manifest(str(tmp_path / "nope.tsv"))
 
 
+def test_every_bad_line_is_counted_and_the_first_ones_are_shown(tmp_path):
+    os.makedirs(tmp_path / "audio")
+    path = write_manifest(str(tmp_path), [f"gone{i}.flac\t16000" for i in range(7)] + ["two\tfields\there"])
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: 8 bad lines:") and message.endswith("... and 3 more")
+    assert f"{path}:2: audio file {tmp_path}/audio/gone0.flac does not exist" in message
+
+
+def test_a_root_line_that_is_not_a_directory_is_named(tmp_path):
+    path = write_manifest(str(tmp_path), ["s01_v1.flac\t32993"], root="no_such_folder")
+    with pytest.raises(ManifestError, match=rf"{path}:1: the audio root {tmp_path}/no_such_folder is not a directory"):
+        read_manifest(path)
+
+
 def test_the_task_reports_a_bad_manifest_before_building_anything(tmp_path):
+    os.makedirs(tmp_path / "audio")
     write_manifest(str(tmp_path), ["s01_v1.flac 32993"])  # space instead of a tab
     with pytest.raises(ManifestError, match=r"train.tsv:2: expected 'relative/path<TAB>num_samples'"):
         make_task(tmp_path).load_dataset("train")

@@ -43,14 +43,32 @@ def read_manifest(path: str, check_files: bool = True) -> Manifest:
     if not lines or not lines[0].strip():
         raise ManifestError(f"{path}:1: the first line must be the audio root directory, found nothing")
     root = _resolve_root(path, lines[0].strip())
-    entries = [
-        _parse_line(path, number, text, root, check_files)
-        for number, text in enumerate(lines[1:], start=2)
-        if text.strip()
-    ]
+    if check_files and not os.path.isdir(root):
+        raise ManifestError(
+            f"{path}:1: the audio root {root} is not a directory; fix the root line (a relative root is "
+            f"taken from the manifest's folder) or regenerate the manifest"
+        )
+    entries, problems = [], []
+    for number, text in enumerate(lines[1:], start=2):
+        if not text.strip():
+            continue
+        try:
+            entries.append(_parse_line(path, number, text, root, check_files))
+        except ManifestError as problem:
+            problems.append(str(problem))
+    if problems:
+        raise ManifestError(_summarize(path, problems))
     if not entries:
         raise ManifestError(f"{path}: no audio lines after the root line")
     return Manifest(path=path, root=root, entries=entries)
+
+
+def _summarize(path: str, problems: List[str], shown: int = 5) -> str:
+    """One message for every bad line: the first ``shown`` in full, then how many more."""
+    if len(problems) == 1:
+        return problems[0]
+    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+    return f"{path}: {len(problems)} bad lines:\n  " + "\n  ".join(problems[:shown]) + more
 
 
 def _resolve_root(manifest_path: str, root: str) -> str:

@@ -82,9 +82,10 @@ def _explain_unpickling_error(path: str, error: Exception) -> str:
         return _unreadable(path, f"torch's weights-only reader stopped at: {_unpickler_reason(message)}")
     return (
         f"{path}: the checkpoint pickles {blocked}, which is not on laser-fairseq's allow-list for "
-        f"weights-only loading. If you trust this file, allow that class for this load only with "
-        f"model.extra_safe_globals=[{blocked}] (or --extra-safe-globals {blocked} in the scripts); "
-        f"otherwise re-save the checkpoint without it."
+        f"weights-only loading. If you trust this file, allow that class for this load only: add "
+        f"'++model.extra_safe_globals=[{blocked}]' to the fairseq-hydra-train command (or "
+        f"--extra-safe-globals {blocked} to scripts/export_checkpoint.py); otherwise re-save the checkpoint "
+        f"without it."
     )
 
 

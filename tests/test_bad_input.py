@@ -326,7 +326,8 @@ def test_a_non_allow_listed_global_is_named_with_how_to_proceed(tmp_path):
     path = str(tmp_path / "with_fraction.pt")
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=rf"{path}: the checkpoint pickles fractions.Fraction, which is not on "
-                                             r"laser-fairseq's allow-list.* model.extra_safe_globals=\[fractions.Fraction\]"):
+                                             r"laser-fairseq's allow-list.* '\+\+model.extra_safe_globals=\[fractions.Fraction\]' to the "
+                                             r"fairseq-hydra-train command"):
         build(path)
     model = build(path, extra_safe_globals=["fractions.Fraction"])  # the advice works
     assert model.upstream.num_layers == 4
@@ -362,7 +363,8 @@ def checkpoints_written(run_dir):
 
 
 def test_fairseq_hydra_train_stops_with_the_message_and_writes_no_checkpoint(tmp_path, tiny_hubert):
-    """Two real runs side by side: trainable_layers out of range, and a corrupt file in the first batch."""
+    """Real runs side by side: trainable_layers out of range, a corrupt file in the first batch, and the
+    allow-list advice of a checkpoint with an unknown global followed on the command line."""
     data = tmp_path / "data"
     os.makedirs(data / "audio")
     for name in ("s01_v1.flac", "s02_v1.flac"):
@@ -371,11 +373,19 @@ def test_fairseq_hydra_train_stops_with_the_message_and_writes_no_checkpoint(tmp
     write_manifest(str(data), ["s01_v1.flac\t32993", "broken.flac\t40000", "s02_v1.flac\t30000"])
     write_manifest(str(data), ["s01_v1.flac\t32993"], name="valid.tsv")
     layers_dir, audio_dir = str(tmp_path / "layers"), str(tmp_path / "audio_run")
+    state = make_tiny_hubert()
+    state["extra_state"]["note"] = fractions.Fraction(1, 3)
+    with_global, advice_dir = str(tmp_path / "with_fraction.pt"), str(tmp_path / "advice_run")
+    torch.save(state, with_global)
     runs = [
         hydra_train(tiny_hubert, layers_dir, os.path.join(REPO, "manifests", "demo"), ["model.trainable_layers=5"]),
         hydra_train(tiny_hubert, audio_dir, str(data)),
+        hydra_train(with_global, advice_dir, os.path.join(REPO, "manifests", "demo"),
+                    ["++model.extra_safe_globals=[fractions.Fraction]", "optimization.max_update=1"]),
     ]
-    (layers_output, _), (audio_output, _) = [run.communicate(timeout=300) for run in runs]
+    (layers_output, _), (audio_output, _), (advice_output, _) = [run.communicate(timeout=300) for run in runs]
+    assert runs[2].returncode == 0, advice_output[-3000:]
+    assert checkpoints_written(advice_dir) == ["checkpoint_last.pt"]
     assert runs[0].returncode != 0
     assert "model.trainable_layers=5 is out of range" in layers_output and "between 1 and 4" in layers_output
     assert checkpoints_written(layers_dir) == []

@@ -3,7 +3,9 @@
 All runs use one torch/numba thread (same arithmetic in every run, and two runs fit the 2 cores side by side).
 fairseq reseeds torch with ``seed + num_updates`` before every update, the dataset seeds each item with
 (seed, epoch, index), and checkpoint_last.pt carries the model, the optimizer, the LR scheduler and the
-position in the epoch, so nothing that decides update 5 and 6 is lost with the process.
+position in the epoch, so nothing that decides the remaining updates is lost with the process. fairseq
+does not store RNG states in checkpoints: it reseeds torch with ``seed + num_updates`` before every update
+(``Trainer._set_seed``), which is what makes dropout after a restart identical.
 """
 
 import os
@@ -20,9 +22,14 @@ from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
-MAX_UPDATE = 6
-SAVE_EVERY = 3
-KILL_AT = 4  # kill once update 4 is logged: checkpoint_last.pt holds update 3, the next save is at 6
+# The demo's 65 training pairs make 9 batches of 8: epoch 1 is updates 1-9, epoch 2 starts at update 10.
+# Saves at updates 5, 9 (end of epoch 1), 10 and 15. The run is killed as soon as the save at update 10
+# is logged, i.e. somewhere in update 11, five updates before the next save: checkpoint_last.pt is then
+# one batch into epoch 2, so the resumed run must rebuild epoch 2's batch order and skip the batch done.
+MAX_UPDATE = 15
+SAVE_EVERY = 5
+RESUMED_FROM = 10
+KILL_MARKER = f"(epoch 2 @ {RESUMED_FROM} updates"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
@@ -39,6 +46,7 @@ def train_command(upstream, run_dir, num_workers):
         f"lr_scheduler.total_num_update={MAX_UPDATE}",
         f"checkpoint.save_interval_updates={SAVE_EVERY}",
         f"dataset.num_workers={num_workers}",
+        "task.max_sample_size=16000",  # 1 s crops: cheaper updates, and the random crop is exercised
         "dataset.disable_validation=true",
         "common.log_interval=1",
     ]
@@ -62,9 +70,8 @@ def finish(process, log_path, timeout=400):
     return output
 
 
-def kill_after_update(process, log_path, update, timeout=400):
-    """SIGKILL the whole process group (trainer and data workers) once ``num_updates=update`` is logged."""
-    marker = f"num_updates={update},"
+def kill_when_logged(process, log_path, marker, timeout=400):
+    """SIGKILL the whole process group (trainer and data workers) as soon as ``marker`` is logged."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(log_path) as handle:
@@ -73,10 +80,10 @@ def kill_after_update(process, log_path, update, timeout=400):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             return output
-        assert process.poll() is None, f"run ended before update {update}:\n{output[-4000:]}"
-        time.sleep(0.2)
+        assert process.poll() is None, f"run ended before logging {marker!r}:\n{output[-4000:]}"
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError(f"no update {update} after {timeout} s")
+    raise AssertionError(f"{marker!r} not logged after {timeout} s")
 
 
 def saved_update(checkpoint_path):
@@ -105,7 +112,7 @@ def upstream(tmp_path_factory):
 
 
 def killed_and_resumed(upstream, run_dir, num_workers, beside=None):
-    """Run until update KILL_AT, SIGKILL, restart the same command; returns the resumed run's output.
+    """Run until the save at RESUMED_FROM, SIGKILL, restart the same command; returns checkpoint_last.pt.
 
     ``beside``: (command, log) of another run to start together with the first one (2 cores).
     """
@@ -113,15 +120,15 @@ def killed_and_resumed(upstream, run_dir, num_workers, beside=None):
     first_log = str(run_dir / "first.log")
     other = start(*beside) if beside else None
     first = start(command, first_log)
-    kill_after_update(first, first_log, KILL_AT)
+    kill_when_logged(first, first_log, KILL_MARKER)
     last = str(run_dir / "checkpoints" / "checkpoint_last.pt")
-    assert saved_update(last) == KILL_AT - 1, "the kill must land between two checkpoint saves"
+    assert saved_update(last) == RESUMED_FROM, "the kill must land between two checkpoint saves"
     resumed_log = str(run_dir / "resumed.log")
     output = finish(start(command, resumed_log), resumed_log)
     if other is not None:
         finish(other, beside[1])
-    assert f"Loaded checkpoint {last} (epoch 1 @ {KILL_AT - 1} updates)" in output
-    assert f"num_updates={KILL_AT - 1}," not in output  # update 4 was not redone
+    assert f"Loaded checkpoint {last} (epoch 2 @ {RESUMED_FROM} updates)" in output
+    assert f"num_updates={RESUMED_FROM}," not in output and f"num_updates={RESUMED_FROM + 1}," in output
     assert saved_update(last) == MAX_UPDATE
     return last
 

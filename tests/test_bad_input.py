@@ -198,8 +198,8 @@ def test_an_item_shorter_than_the_cnn_receptive_field_never_crashes_the_model(tm
     shutil.copy(GOOD_FLAC, tmp_path / "audio")
     sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[:300], 16000)
     write_manifest(str(tmp_path), ["s01_v1.flac\t32993", "short.flac\t300"])
-    task = make_task(tmp_path, min_sample_size=100)
     try:
+        task = make_task(tmp_path, min_sample_size=100)
         task.load_dataset("train")
     except ValueError as error:  # refusing the setting up front is a fine answer
         assert "min_sample_size" in str(error)

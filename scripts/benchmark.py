@@ -101,7 +101,9 @@ class Row:
     name: str
     median_ms: Optional[float]
     values_err: Optional[float] = None
+    values_rel: Optional[float] = None
     grad_err: Optional[float] = None
+    grad_rel: Optional[float] = None
     note: str = ""
 
 
@@ -133,19 +135,6 @@ def run_once(fn: Callable, inp: Inputs):
     return d.detach(), x.grad, y.grad
 
 
-def time_fn(fn: Callable, inp: Inputs, repeats: int, warmup: int):
-    """Median wall time in ms of ``run_once`` and the result of the last run."""
-    out = None
-    for _ in range(warmup):
-        out = run_once(fn, inp)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = run_once(fn, inp)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), out
-
-
 def float64_reference(inp: Inputs):
     """Divergences and gradients in float64 (our numba float64 kernel, exact DP, no thresholds)."""
     import torch
@@ -156,12 +145,15 @@ def float64_reference(inp: Inputs):
     return run_once(lambda x, y, xl, yl, g: soft_dtw_divergence(x, y, xl, yl, gamma=g, backend="numba"), ref)
 
 
-def errors(out, ref) -> tuple[float, float]:
-    """(max |value error|, max |gradient error| over x and y)."""
+def errors(out, ref) -> tuple[float, float, float, float]:
+    """Max |value error|, the same relative to max |value|, max |gradient error| over x and y, and
+    the same relative to max |gradient|."""
     v, gx, gy = (t.double() for t in out)
     rv, rgx, rgy = ref
-    grad_err = max(float((gx - rgx).abs().max()), float((gy - rgy).abs().max()))
-    return float((v - rv).abs().max()), grad_err
+    v_err = float((v - rv).abs().max())
+    g_err = max(float((gx - rgx).abs().max()), float((gy - rgy).abs().max()))
+    g_max = max(float(rgx.abs().max()), float(rgy.abs().max()))
+    return v_err, v_err / float(rv.abs().max()), g_err, g_err / g_max
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,24 +318,48 @@ IMPLEMENTATIONS = [
 # ----------------------------------------------------------------------------------------------
 
 
-def compare(inp: Inputs, args) -> list[Row]:
-    """Time every implementation on ``inp`` and compare with the float64 reference."""
+def compare(inp: Inputs, args, extra: Optional[list] = None) -> list[Row]:
+    """Time every implementation on ``inp`` and compare with the float64 reference.
+
+    Runs are interleaved round-robin (one run of each implementation per round), so a change of
+    machine load during the benchmark affects all implementations alike. ``extra``: more
+    ``(name, fn, inputs)`` to time in the same rounds (no error columns).
+    """
     ref = float64_reference(inp)
-    rows = []
+    rows: dict[str, Row] = {}
+    active = []  # (name, fn, inputs, slow)
     for name, factory, slow in IMPLEMENTATIONS:
         if slow and args.skip_slow:
-            rows.append(Row(name, None, note="skipped (--skip-slow)"))
+            rows[name] = Row(name, None, note="skipped (--skip-slow)")
             continue
         fn = factory()
         if isinstance(fn, str):
-            rows.append(Row(name, None, note=fn))
+            rows[name] = Row(name, None, note=fn)
             continue
-        repeats = args.slow_repeats if slow else args.repeats
-        warmup = min(args.warmup, 1) if slow else args.warmup
-        ms, out = time_fn(fn, inp, repeats, warmup)
-        v_err, g_err = errors(out, ref)
-        rows.append(Row(name, ms, v_err, g_err, note=f"median of {repeats}"))
-    return rows
+        active.append((name, fn, inp, slow))
+    for name, fn, other in extra or []:
+        active.append((name, fn, other, False))
+    times: dict[str, list[float]] = {name: [] for name, *_ in active}
+    outputs = {}
+    for name, fn, x, slow in active:  # warm-up (JIT compilation, caches)
+        for _ in range(min(args.warmup, 1) if slow else args.warmup):
+            outputs[name] = run_once(fn, x)
+    for r in range(args.repeats):
+        for name, fn, x, slow in active:
+            if slow and r >= args.slow_repeats:
+                continue
+            t0 = time.perf_counter()
+            outputs[name] = run_once(fn, x)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    for name, fn, x, slow in active:
+        ms = statistics.median(times[name])
+        note = f"median of {len(times[name])}, min {min(times[name]):.1f}"
+        if x is inp:
+            rows[name] = Row(name, ms, *errors(outputs[name], ref), note=note)
+        else:
+            rows[name] = Row(name, ms, note=note)
+    ordered = [name for name, *_ in IMPLEMENTATIONS] + [name for name, *_ in (extra or [])]
+    return [rows[name] for name in ordered if name in rows]
 
 
 def bench_reference(args) -> tuple[str, list[Row]]:
@@ -370,14 +386,13 @@ def bench_variable(args) -> tuple[str, list[Row]]:
     title = (f"variable lengths: B={B}, lengths in [{args.min_len}, {args.max_len}] (x: {xl.tolist()}, "
              f"y: {yl.tolist()}), padded to {int(xl.max())}/{int(yl.max())}, d={args.dim}; "
              f"{real / 1e6:.2f} M real DP cells of {padded / 1e6:.2f} M at full padding")
-    rows = compare(inp, args)
-    # proportionality check: ours on an equal-length batch with the same number of real cells
+    # proportionality: ours on equal-length batches with the same number of real cells, and unpadded
     side = int(round((real / (3 * B)) ** 0.5))
     eq = make_inputs(B, [side] * B, [side] * B, args.dim, args.gamma, args.seed)
-    ms, _ = time_fn(ours("numba")(), eq, args.repeats, args.warmup)
-    rows.append(Row(f"ours (numba), equal lengths {side}x{side}", ms,
-                    note=f"same real cells ({3 * B * side * side / 1e6:.2f} M), for proportionality"))
-    return title, rows
+    full = make_inputs(B, [args.max_len] * B, [args.max_len] * B, args.dim, args.gamma, args.seed)
+    extra = [(f"ours (numba), equal {side}x{side} (same real cells)", ours("numba")(), eq),
+             (f"ours (numba), equal {args.max_len}x{args.max_len} (all cells real)", ours("numba")(), full)]
+    return title, compare(inp, args, extra)
 
 
 SECTIONS: dict[str, Callable] = {
@@ -393,16 +408,17 @@ SECTIONS: dict[str, Callable] = {
 
 def print_table(title: str, rows: list[Row]) -> None:
     base = next((r.median_ms for r in rows if r.name == "ours (numba)" and r.median_ms), None)
+
+    def num(v, fmt, width):
+        return format(v, fmt).rjust(width) if v is not None else "-".rjust(width)
+
     print(f"\n## {title}\n")
-    print(f"| {'implementation':<40} | {'median ms':>10} | {'vs ours':>8} | {'max |err| value':>15} | "
-          f"{'max |err| grad':>14} | note")
-    print(f"|{'-' * 42}|{'-' * 12}|{'-' * 10}|{'-' * 17}|{'-' * 16}|------")
+    print("| implementation | median ms | vs ours | max abs err value | rel | max abs err grad | rel | note |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        ms = f"{r.median_ms:10.1f}" if r.median_ms is not None else f"{'-':>10}"
-        ratio = f"{r.median_ms / base:7.2f}x" if (r.median_ms and base) else f"{'-':>8}"
-        ve = f"{r.values_err:15.2e}" if r.values_err is not None else f"{'-':>15}"
-        ge = f"{r.grad_err:14.2e}" if r.grad_err is not None else f"{'-':>14}"
-        print(f"| {r.name:<40} | {ms} | {ratio} | {ve} | {ge} | {r.note}")
+        ratio = f"{r.median_ms / base:.2f}x" if (r.median_ms and base) else "-"
+        print(f"| {r.name} | {num(r.median_ms, '.1f', 9)} | {ratio:>7} | {num(r.values_err, '.2e', 9)} | "
+              f"{num(r.values_rel, '.1e', 7)} | {num(r.grad_err, '.2e', 9)} | {num(r.grad_rel, '.1e', 7)} | {r.note} |")
 
 
 def main(argv=None) -> None:

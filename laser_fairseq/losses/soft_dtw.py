@@ -187,12 +187,17 @@ class _TorchDP:
         R = torch.full((P, K, n + 1), BIG, dtype=C.dtype, device=device)
         R[:, 0, 0] = 0.0
         base = torch.zeros((P, K), dtype=torch.float64, device=device)  # level of each diagonal
+        rows_idx = torch.arange(n + 1, device=device)
         for k in range(2, K):
             lo, hi = _diag_range(k, n, m)
             shift = (base[:, k - 2] - base[:, k - 1]).to(C.dtype)[:, None]
             val = Cs[:, k, lo:hi + 1] + _softmin(R[:, k - 2, lo - 1:hi] + shift, R[:, k - 1, lo - 1:hi],
                                                  R[:, k - 1, lo:hi + 1], gamma)
-            level = torch.amin(val, dim=1)  # (min(dim=...) opens an OpenMP region per call: slow)
+            # level: minimum over the problem's valid cells (0 once it has none left)
+            i = rows_idx[lo:hi + 1]
+            valid = (i[None, :] <= r_len[:, None]) & ((k - i)[None, :] <= c_len[:, None])
+            level = torch.amin(torch.where(valid, val, BIG), dim=1)  # (min(dim=) is slow: OpenMP per call)
+            level = torch.where(level < 0.5 * BIG, level, torch.zeros((), dtype=level.dtype, device=device))
             R[:, k, lo:hi + 1] = val - level[:, None]
             base[:, k] = base[:, k - 1] + level
         p = torch.arange(P, device=device)
@@ -257,7 +262,7 @@ def _numba_available() -> bool:
 
 
 def _resolve_backend(backend: str, device: torch.device):
-    """Backend name -> object with ``forward(costs, rows, cols, gamma)`` / ``backward(state, grads)``."""
+    """Backend name -> pair-level backend object (see :class:`_CostLevel` for the contract)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -268,16 +273,16 @@ def _resolve_backend(backend: str, device: torch.device):
         else:
             backend = "torch"
     if backend == "torch":
-        return _TorchDP
+        return _CostLevel(_TorchDP)
     if backend == "numba":
         if device.type != "cpu":
             raise ValueError(f"backend='numba' needs CPU tensors, got device {device}")
-        from laser_fairseq.losses.soft_dtw_cpu import NumbaDP
-        return NumbaDP
+        from laser_fairseq.losses.soft_dtw_cpu import NumbaSoftDTW
+        return NumbaSoftDTW
     if device.type != "cuda" and not _cuda_simulator():
         raise ValueError(f"backend='cuda' needs CUDA tensors, got device {device}")
     from laser_fairseq.losses.soft_dtw_cuda import CudaDP
-    return CudaDP
+    return _CostLevel(CudaDP)
 
 
 def _cuda_simulator() -> bool:
@@ -320,18 +325,23 @@ def _self_grad(s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return 2.0 * torch.baddbmm(s.sum(2, keepdim=True) * a, s, a, alpha=-1.0)
 
 
-class _SoftDTWFunction(torch.autograd.Function):
-    """soft-DTW values (``divergence=False``) or divergences of padded pairs, differentiable in x and y.
+class _CostLevel:
+    """Pair-level backend built from a cost-level DP (``_TorchDP``, ``CudaDP``).
 
-    The cost matrices are built here with matmuls (no autograd graph) and the gradient is chained
-    back to x and y by hand: 4 matmuls instead of the 6 autograd would run for the divergence,
-    since the xx and yy problems are symmetric.
+    Pair-level contract (what :class:`_SoftDTWFunction` calls):
+    ``forward(x, y, x_lengths, y_lengths, divergence, gamma) -> (values, state)``, values a list of
+    ``(B,)`` tensors (xy, plus xx and yy for the divergence); ``backward(state, grads, x, y) ->
+    (grad_x, grad_y)`` given d loss / d values. Here the costs are built with matmuls
+    (:func:`squared_distances`) and the gradient is chained back by hand: 4 matmuls instead of the
+    6 autograd would run for the divergence, since the xx and yy problems are symmetric.
     """
 
-    @staticmethod
-    def forward(ctx, x, y, x_lengths, y_lengths, gamma, dp, divergence):
+    def __init__(self, dp):
+        self.dp = dp
+
+    def forward(self, x, y, x_lengths, y_lengths, divergence: bool, gamma: float):
         def cost(a, b):
-            return squared_distances(a, b, out=dp.empty((a.shape[0], a.shape[1], b.shape[1]), a.dtype, a.device))
+            return squared_distances(a, b, out=self.dp.empty((a.shape[0], a.shape[1], b.shape[1]), a.dtype, a.device))
 
         costs = [cost(x, y)]
         rows, cols, sym = [x_lengths], [y_lengths], [False]
@@ -340,8 +350,31 @@ class _SoftDTWFunction(torch.autograd.Function):
             rows += [x_lengths, y_lengths]
             cols += [x_lengths, y_lengths]
             sym += [True, True]
-        values, state = dp.forward(costs, rows, cols, sym, gamma)
-        ctx.dp, ctx.state, ctx.divergence = dp, state, divergence
+        values, state = self.dp.forward(costs, rows, cols, sym, gamma)
+        return values, (state, divergence)
+
+    def backward(self, state, grads, x, y):
+        state, divergence = state
+        mats = self.dp.backward(state, grads)
+        grad_x, grad_y = _cross_grad(mats[0], x, y)
+        if divergence:
+            grad_x = grad_x + _self_grad(mats[1], x)
+            grad_y = grad_y + _self_grad(mats[2], y)
+        return grad_x, grad_y
+
+
+class _SoftDTWFunction(torch.autograd.Function):
+    """soft-DTW values (``divergence=False``) or divergences of padded pairs, differentiable in x and y.
+
+    x ``(B, N, d)``, y ``(B, M, d)`` (float32 or float64, padding zeroed), lengths ``(B,)``; the
+    backend follows the pair-level contract of :class:`_CostLevel`. Returns ``(B,)`` float64 or
+    the backend's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, x_lengths, y_lengths, gamma, backend, divergence):
+        values, state = backend.forward(x, y, x_lengths, y_lengths, divergence, gamma)
+        ctx.backend, ctx.state, ctx.divergence = backend, state, divergence
         ctx.save_for_backward(x, y)
         if divergence:
             return values[0] - 0.5 * (values[1] + values[2])
@@ -353,11 +386,7 @@ class _SoftDTWFunction(torch.autograd.Function):
         x, y = ctx.saved_tensors
         grad = grad.to(x.dtype)
         grads = [grad, -0.5 * grad, -0.5 * grad] if ctx.divergence else [grad]
-        mats = ctx.dp.backward(ctx.state, grads)
-        grad_x, grad_y = _cross_grad(mats[0], x, y)
-        if ctx.divergence:
-            grad_x = grad_x + _self_grad(mats[1], x)
-            grad_y = grad_y + _self_grad(mats[2], y)
+        grad_x, grad_y = ctx.backend.backward(ctx.state, grads, x, y)
         return grad_x, grad_y, None, None, None, None, None
 
 
@@ -367,8 +396,8 @@ def _run(x, y, x_lengths, y_lengths, gamma, backend, divergence):
         _check_pair(x, y)
         return x.new_zeros((0,))
     x, y, xl, yl, gamma, out_dtype = _prepare(x, y, x_lengths, y_lengths, gamma)
-    dp = _resolve_backend(backend, x.device)
-    return _SoftDTWFunction.apply(x, y, xl, yl, gamma, dp, divergence).to(out_dtype)
+    impl = _resolve_backend(backend, x.device)
+    return _SoftDTWFunction.apply(x, y, xl, yl, gamma, impl, divergence).to(out_dtype)
 
 
 def _masked(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,11 @@
 
 Design (measured trade-offs in REFERENCE.md section 4):
 
-* the cost matrices come from torch matmuls (:mod:`laser_fairseq.losses.soft_dtw`); this module only
-  runs the DP;
+* torch computes the dot products (3 bmm forward, 2 bmm backward); the kernel forms the costs
+  ``||a||^2 + ||b||^2 - 2 <a, b>`` while it reads them, and writes the gradient matrices directly
+  in the concatenated form ``[G_xy | S_xx]``, ``[G_xy^T | S_yy]`` with their row sums, so the
+  backward is ``2 (rowsum * x - [G_xy | S_xx] @ [y; x])`` (and the same for y): no elementwise
+  pass over any N x M matrix outside the kernel;
 * all problems of a call (for the divergence: xy, xx and yy of every pair, 3B problems, each with its
   own lengths) run in one kernel call; problems are spread over the threads by a greedy
   longest-first plan, so threads finish together and padded cells are never visited: the cost is
@@ -23,21 +26,25 @@ changed. The effect on results is far below float32 resolution (checked against 
 at 1e-4 relative in the tests). float64 inputs use an exact float64 kernel (``math.exp``/``math.log``,
 no thresholds).
 
-Threads: the kernel uses ``numba.get_num_threads()`` threads; :func:`numba_threads` is a context
-manager that changes it and restores the previous value.
+Threads: the kernel runs its per-thread problem lists on plain Python threads (numba code without
+the GIL), ``torch.get_num_threads()`` of them unless :func:`kernel_threads_set` (a context manager
+restoring the previous value) says otherwise. numba's own OpenMP threading layer is not used, so
+its worker threads cannot spin against torch's OpenMP threads, and no process-wide setting
+(threading layer, OMP_WAIT_POLICY, flush-to-zero mode) is changed. Thread count does not change
+results: each problem is computed by one thread, always the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
-import numba
 import numpy as np
 import torch
 from llvmlite import ir
-from numba import njit, prange
+from numba import njit
 from numba.core import types
 from numba.extending import intrinsic, overload
 
@@ -45,18 +52,42 @@ BIG = 1e10
 _FASTMATH = {"contract", "arcp", "nsz"}
 
 
+_THREADS: list = [None]  # None: follow torch.get_num_threads()
+_POOLS: dict = {}
+
+
+def kernel_threads() -> int:
+    """Threads the kernel uses now: the :func:`kernel_threads_set` value, else torch's thread count."""
+    return max(1, _THREADS[0] or torch.get_num_threads())
+
+
 @contextlib.contextmanager
-def numba_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` numba threads inside the block (``None``: leave unchanged), then restore."""
-    if n is None:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+def kernel_threads_set(n: int | None) -> Iterator[None]:
+    """Run the kernel with ``n`` threads inside the block (``None``: follow torch), then restore.
+
+    The kernel's threads are plain Python threads running GIL-free numba code, so no second
+    OpenMP runtime spins against torch's (which tripled matmul times on 2 cores), and nothing
+    process-wide (threading layer, OMP_WAIT_POLICY, flush-to-zero) is touched. Results do not
+    depend on the thread count: every problem is computed by one thread, the same way.
+    """
+    previous = _THREADS[0]
+    _THREADS[0] = n
     try:
         yield
     finally:
-        numba.set_num_threads(previous)
+        _THREADS[0] = previous
+
+
+def _run_workers(worker, plan: np.ndarray, *args) -> None:
+    """``worker(plan[w], *args)`` for every row of the plan, rows in parallel threads."""
+    if plan.shape[0] == 1:
+        worker(plan[0], *args)
+        return
+    pool = _POOLS.get(plan.shape[0])
+    if pool is None:
+        pool = _POOLS[plan.shape[0]] = ThreadPoolExecutor(plan.shape[0], thread_name_prefix="soft_dtw")
+    for future in [pool.submit(worker, plan[w], *args) for w in range(plan.shape[0])]:
+        future.result()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,19 +265,21 @@ def _softmin_diag(prev2, prev1_up, prev1_left, cost, shift2, shift1, gamma, out,
 
 
 @njit(error_model="numpy", cache=True)
-def _forward_one(C, stride, n, m, sym, gamma, wd, wu, wl, off, p2, p1, cur, cost):
+def _forward_one(D, stride, a2, b2, n, m, sym, gamma, wd, wu, wl, off, p2, p1, cur, cost):
     """Forward DP of one ``(n, m)`` problem; stores the softmin weights at ``off``; returns R_nm.
 
-    C: flat row-major costs, row length ``stride >= m``, at least ``n`` rows. wd/wu/wl: flat weight storage, cell ``(i, k - i)`` of diagonal
-    ``k`` at ``off_k + i - lo_k``, diagonals packed one after the other. p2/p1/cur: ``(>= n + 2,)``
-    scratch rows indexed by ``i`` (diagonals k - 2, k - 1, k); cost: ``(>= n,)`` scratch.
+    D: flat row-major dot products ``<a_i, b_j>`` (row length ``stride >= m``); a2/b2: squared
+    norms; the cost ``max(a2_i + b2_j - 2 D_ij, 0)`` is formed while gathering each diagonal (no
+    separate pass over a cost matrix). wd/wu/wl: flat weight storage, cell ``(i, k - i)`` of
+    diagonal ``k`` at ``off_k + i - lo_k``, diagonals packed one after the other. p2/p1/cur:
+    ``(>= n + 2,)`` scratch rows indexed by ``i`` (diagonals k - 2, k - 1, k); cost: ``(>= n,)``.
 
     Values are kept small: diagonal k is computed relative to ``base_k`` (float64), the running
     sum of the diagonal minima, and stored relative to ``base_{k-1}`` (the shifts are applied when
     the next diagonals read it, which saves a pass). R itself grows to hundreds along a path, and
     float32 differences of such values would lose ~1e-4 of the softmin weights at gamma = 0.1.
     """
-    zero, big = _like(gamma, 0.0), _like(gamma, BIG)
+    zero, two, big = _like(gamma, 0.0), _like(gamma, 2.0), _like(gamma, BIG)
     for i in range(n + 2):
         p2[i] = big
         p1[i] = big
@@ -261,7 +294,7 @@ def _forward_one(C, stride, n, m, sym, gamma, wd, wu, wl, off, p2, p1, cur, cost
         cnt = hi - lo + 1
         start = (lo - 1) * stride + (k - 1 - lo)
         for t in range(cnt):  # strided gather of the diagonal's costs (kept out of the SIMD loop)
-            cost[t] = C[start + t * (stride - 1)]
+            cost[t] = max(a2[lo - 1 + t] + b2[k - 1 - lo - t] - two * D[start + t * (stride - 1)], zero)
         # stored p2 is relative to base3, p1 to base2; compute relative to base1
         _softmin_diag(p2[lo - 1:hi], p1[lo - 1:hi], p1[lo:hi + 1], cost[:cnt], _like(gamma, base3 - base1),
                       _like(gamma, base2 - base1), gamma, cur[lo:hi + 1], wd[off:off + cnt], wu[off:off + cnt],
@@ -296,19 +329,18 @@ def _occupancy_diag(from_diag, from_up, from_left, wd, wu, wl, e_out, pd, pu, pl
 
 
 @njit(error_model="numpy", cache=True)
-def _backward_one(G, stride, n, m, sym, g, wd, wu, wl, off_end, pd2, pd1, pd0, pu1, pu0, pl1, pl0, ek):
-    """E recursion of one problem; writes ``g * E`` (``2 g E`` mirrored if ``sym``) into ``G``.
+def _backward_one(n, m, sym, g, wd, wu, wl, off_end, G, stride, col0, GT, stride_t, col0_t, rows_sum, cols_sum,
+                  pd2, pd1, pd0, pu1, pu0, pl1, pl0, ek):
+    """E recursion of one problem, written as its block of the gradient matrices, plus row sums.
 
-    G: flat row-major output, row length ``stride >= m``; every entry is written (0 outside the
-    ``(n, m)`` block), so it needs no zero-initialisation. pdX/puX/plX: ``(>= n + 2,)`` scratch rows holding ``w * E`` products of diagonals k+2, k+1, k;
-    ek: ``(>= n,)`` scratch.
+    Writes ``g * E`` into the block of ``G`` starting at column ``col0`` (row length ``stride``);
+    for a non-symmetric problem with a non-empty ``GT`` also its transpose into ``GT``; for a
+    symmetric problem ``2 g E`` on both triangles, i.e. the block of ``S = G + G^T``. Adds the
+    written values of each row to ``rows_sum`` (and, non-symmetric, of each column to
+    ``cols_sum``). pdX/puX/plX: ``(>= n + 2,)`` scratch rows holding ``w * E`` products of
+    diagonals k+2, k+1, k; ek: ``(>= n,)`` scratch.
     """
     zero, one, two = _like(g, 0.0), _like(g, 1.0), _like(g, 2.0)
-    for i in range(n):
-        for j in range(m, stride):
-            G[i * stride + j] = zero
-    for t in range(n * stride, G.shape[0]):
-        G[t] = zero
     for i in range(n + 2):
         pd2[i] = zero
         pd1[i] = zero
@@ -319,6 +351,7 @@ def _backward_one(G, stride, n, m, sym, g, wd, wu, wl, off_end, pd2, pd1, pd0, p
         pl0[i] = zero
     pl1[n] = one  # seed: d R_nm / d R_nm, read by the last diagonal
     scale = two * g if sym else g
+    transpose = GT.shape[0] > 0 and not sym
     off = off_end
     for k in range(n + m, 1, -1):
         lo, hi = _diag_bounds(k, n, m, sym)
@@ -327,13 +360,28 @@ def _backward_one(G, stride, n, m, sym, g, wd, wu, wl, off_end, pd2, pd1, pd0, p
         _occupancy_diag(pd2[lo + 1:hi + 2], pu1[lo + 1:hi + 2], pl1[lo:hi + 1], wd[off:off + cnt],
                         wu[off:off + cnt], wl[off:off + cnt], ek[:cnt], pd0[lo:hi + 1], pu0[lo:hi + 1],
                         pl0[lo:hi + 1])
-        start = (lo - 1) * stride + (k - 1 - lo)
+        for t in range(cnt):
+            ek[t] *= scale
+        i0, j0 = lo - 1, k - 1 - lo  # 0-based cell of t = 0; cell t is (i0 + t, j0 - t)
+        start = i0 * stride + col0 + j0
         for t in range(cnt):  # strided scatter into the gradient matrix
-            G[start + t * (stride - 1)] = ek[t] * scale
+            G[start + t * (stride - 1)] = ek[t]
+        for t in range(cnt):
+            rows_sum[i0 + t] += ek[t]
         if sym:
-            start = (k - 1 - lo) * stride + (lo - 1)
+            start = j0 * stride + col0 + i0
             for t in range(cnt):
-                G[start - t * (stride - 1)] = ek[t] * scale
+                G[start - t * (stride - 1)] = ek[t]
+            for t in range(cnt):
+                if i0 + t != j0 - t:
+                    rows_sum[j0 - t] += ek[t]
+        else:
+            for t in range(cnt):
+                cols_sum[j0 - t] += ek[t]
+            if transpose:
+                start = j0 * stride_t + col0_t + i0
+                for t in range(cnt):
+                    GT[start - t * (stride_t - 1)] = ek[t]
         pd0[lo - 1] = zero
         pu0[lo - 1] = zero
         pl0[lo - 1] = zero
@@ -347,58 +395,52 @@ def _backward_one(G, stride, n, m, sym, g, wd, wu, wl, off_end, pd2, pd1, pd0, p
         pl1, pl0 = pl0, pl1
 
 
-@njit(inline="always")
-def _flat(a):
-    """Flat view of a C-contiguous 2-D array."""
-    return a.reshape(a.shape[0] * a.shape[1])
+@njit(nogil=True, cache=True)
+def _forward_worker(problems, t, D, norms, gamma, wd, wu, wl, values):
+    """Forward DP of the listed problems (ids; -1 = none); ``values[p] = R_nm`` (float64).
 
-
-@njit(inline="always")
-def _problem(p, B, axy, axx, ayy, nx, ny):
-    """Problem ``p`` -> (its 2-D array, rows, cols, symmetric): kind ``p // B`` (xy, xx, yy), pair ``p % B``."""
-    kind, b = p // B, p % B
-    if kind == 0:
-        return axy[b], nx[b], ny[b], False
-    if kind == 1:
-        return axx[b], nx[b], nx[b], True
-    return ayy[b], ny[b], ny[b], True
-
-
-@njit(parallel=True, cache=True)
-def _forward_all(cxy, cxx, cyy, nx, ny, gamma, plan, offsets, wd, wu, wl, values):
-    """Forward DP of all problems of a call; ``values[p] = R_nm`` (float64).
-
-    cxy/cxx/cyy: ``(B, N, M)`` / ``(B, N, N)`` / ``(B, M, M)`` costs (xx/yy may be empty for plain
-    soft-DTW); nx/ny: ``(B,)`` lengths; plan: ``(T, Q)`` problem ids per worker (-1 = none);
-    offsets: ``(P,)`` start of each problem's weights in wd/wu/wl.
+    t: ``(P, 8)`` int64 table, per problem ``rows, cols, symmetric, weight offset, dots offset,
+    dots row length, norms offset of the rows' sequence, of the columns' sequence``. D: flat dot
+    products, every problem's ``rows x cols`` block at its offset; norms: flat squared norms;
+    wd/wu/wl: flat weight storage. Releases the GIL.
     """
-    B = nx.shape[0]
-    width = max(cxy.shape[1], cyy.shape[1]) + 2
-    for w in prange(plan.shape[0]):
-        scratch = np.empty((4, width), cxy.dtype)
-        for q in range(plan.shape[1]):
-            p = plan[w, q]
-            if p < 0:
-                break
-            C, n, m, sym = _problem(p, B, cxy, cxx, cyy, nx, ny)
-            values[p] = _forward_one(_flat(C), C.shape[1], n, m, sym, gamma, wd, wu, wl, offsets[p],
-                                     scratch[0], scratch[1], scratch[2], scratch[3])
+    width = 2
+    for q in range(problems.shape[0]):
+        if problems[q] >= 0:
+            width = max(width, t[problems[q], 0] + 2)
+    s = np.empty((4, width), D.dtype)
+    for q in range(problems.shape[0]):
+        p = problems[q]
+        if p < 0:
+            break
+        n, m, sym = t[p, 0], t[p, 1], t[p, 2] != 0
+        values[p] = _forward_one(D[t[p, 4]:], t[p, 5], norms[t[p, 6]:], norms[t[p, 7]:], n, m, sym, gamma, wd, wu, wl,
+                                 t[p, 3], s[0], s[1], s[2], s[3])
 
 
-@njit(parallel=True, cache=True)
-def _backward_all(gxy, gxx, gyy, nx, ny, grads, plan, offsets, sizes, wd, wu, wl):
-    """E recursions of all problems into ``gxy/gxx/gyy`` (shaped like the costs, fully written)."""
-    B = nx.shape[0]
-    width = max(gxy.shape[1], gyy.shape[1]) + 2
-    for w in prange(plan.shape[0]):
-        s = np.empty((8, width), gxy.dtype)
-        for q in range(plan.shape[1]):
-            p = plan[w, q]
-            if p < 0:
-                break
-            G, n, m, sym = _problem(p, B, gxy, gxx, gyy, nx, ny)
-            _backward_one(_flat(G), G.shape[1], n, m, sym, grads[p], wd, wu, wl, offsets[p] + sizes[p],
-                          s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])
+@njit(nogil=True, cache=True)
+def _backward_worker(problems, t, G, sums, grads, wd, wu, wl):
+    """E recursions of the listed problems into their gradient blocks, and row / column sums.
+
+    t: ``(P, 13)`` int64 table, per problem ``rows, cols, symmetric, weight offset, cells,
+    target offset, target row length, target column offset, transposed-target offset (-1 none),
+    its row length, its column offset, row-sums offset, column-sums offset (-1 none)``. G: flat
+    buffer holding all targets; sums: flat row / column sums (zero-initialised). Releases the GIL.
+    """
+    width = 2
+    for q in range(problems.shape[0]):
+        if problems[q] >= 0:
+            width = max(width, t[problems[q], 0] + 2)
+    s = np.empty((8, width), G.dtype)
+    for q in range(problems.shape[0]):
+        p = problems[q]
+        if p < 0:
+            break
+        n, m, sym = t[p, 0], t[p, 1], t[p, 2] != 0
+        gt = G[t[p, 8]:] if t[p, 8] >= 0 else G[:0]
+        cs = sums[t[p, 12]:] if t[p, 12] >= 0 else sums[:0]
+        _backward_one(n, m, sym, grads[p], wd, wu, wl, t[p, 3] + t[p, 4], G[t[p, 5]:], t[p, 6], t[p, 7], gt, t[p, 9],
+                      t[p, 10], sums[t[p, 11]:], cs, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,10 +463,6 @@ def _plan(sizes: np.ndarray, workers: int) -> np.ndarray:
     return plan
 
 
-def _as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
-
-
 def empty_cpu(shape, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Uninitialised CPU tensor backed by numpy memory.
 
@@ -435,53 +473,123 @@ def empty_cpu(shape, dtype: torch.dtype, device=None) -> torch.Tensor:
     return torch.from_numpy(np.empty(shape, dtype=np_dtype))
 
 
-class NumbaDP:
-    """DP backend (see ``_TorchDP`` in :mod:`laser_fairseq.losses.soft_dtw` for the contract).
+def _packed_views(buf: torch.Tensor, shapes) -> list[torch.Tensor]:
+    """Consecutive contiguous views of the given 2-D shapes in a flat buffer."""
+    views, start = [], 0
+    for r, c in shapes:
+        views.append(buf[start:start + r * c].view(r, c))
+        start += r * c
+    return views
 
-    Accepts one batch (xy, non-symmetric) or three (xy; xx and yy symmetric) with rows/cols
-    ``[x_len]/[y_len]`` or ``[x_len, x_len, y_len]/[y_len, x_len, y_len]``. float32 or float64.
+
+def _offsets(sizes) -> np.ndarray:
+    out = np.zeros(len(sizes), dtype=np.int64)
+    out[1:] = np.cumsum(sizes)[:-1]
+    return out
+
+
+class NumbaSoftDTW:
+    """Pair-level backend: soft-DTW values / divergences and their gradients in x and y on the CPU.
+
+    Contract (shared with the other backends in :mod:`laser_fairseq.losses.soft_dtw`):
+    ``forward(x, y, x_lengths, y_lengths, divergence, gamma) -> (values, state)`` with values a
+    list of ``(B,)`` float64 tensors (xy, and xx, yy for the divergence) and
+    ``backward(state, grads, x, y) -> (grad_x, grad_y)`` given d loss / d values.
+
+    x ``(B, N, d)`` and y ``(B, M, d)`` are float32 or float64 with zeroed padding. Every matrix is
+    packed per pair at its real size (no padding anywhere): torch computes the dot products (one
+    bmm per problem kind for equal lengths, one mm per pair otherwise), the kernel forms the costs,
+    runs the DP, and writes ``[G_xy | S_xx]`` (n x (m + n)) and ``[G_xy^T | S_yy]`` (m x (n + m))
+    per pair with their row sums; two more matmuls give the gradients. Work is proportional to
+    the real frames, not the padded ones.
     """
 
-    empty = staticmethod(empty_cpu)
+    @staticmethod
+    def forward(x: torch.Tensor, y: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor,
+                divergence: bool, gamma: float):
+        dtype = np.float64 if x.dtype == torch.float64 else np.float32
+        B, N, _ = x.shape
+        M = y.shape[1]
+        nx = x_lengths.numpy().astype(np.int64)
+        ny = y_lengths.numpy().astype(np.int64)
+        equal = bool((nx == N).all() and (ny == M).all())
+        kinds = [(x, y, nx, ny, False)]
+        if divergence:
+            kinds += [(x, x, nx, nx, True), (y, y, ny, ny, True)]
+        rows = np.concatenate([k[2] for k in kinds])
+        cols = np.concatenate([k[3] for k in kinds])
+        sym = np.concatenate([np.full(B, k[4]) for k in kinds])
+        cells = np.where(sym, rows * (rows + 1) // 2, rows * cols)
+        dot_off = _offsets(rows * cols)
+        D = empty_cpu((int((rows * cols).sum()),), x.dtype)
+        start = 0
+        for a, b, ra, rb, _ in kinds:  # dot products, packed per pair
+            if equal:
+                torch.bmm(a, b.transpose(1, 2), out=D[start:start + B * a.shape[1] * b.shape[1]].view(B, a.shape[1],
+                                                                                                      b.shape[1]))
+            else:
+                for i, out in enumerate(_packed_views(D[start:], zip(ra, rb))):
+                    torch.mm(a[i, :ra[i]], b[i, :rb[i]].T, out=out)
+            start += int((ra * rb).sum())
+        norms = torch.cat([(x * x).sum(-1).reshape(-1), (y * y).sum(-1).reshape(-1)]).numpy()
+        x_norm, y_norm = np.arange(B) * N, B * N + np.arange(B) * M
+        norm_rows = np.concatenate([x_norm, x_norm, y_norm][:len(kinds)])
+        norm_cols = np.concatenate([y_norm, x_norm, y_norm][:len(kinds)])
+        w_off = _offsets(cells)
+        table = np.stack([rows, cols, sym.astype(np.int64), w_off, dot_off, cols, norm_rows, norm_cols], axis=1)
+        wd, wu, wl = (np.empty(int(cells.sum()), dtype=dtype) for _ in range(3))
+        values = np.zeros(len(rows), dtype=np.float64)
+        _run_workers(_forward_worker, _plan(cells, kernel_threads()), table, D.numpy(), norms, dtype(gamma), wd, wu,
+                     wl, values)
+        state = (nx, ny, rows, cols, sym, cells, w_off, wd, wu, wl, divergence, equal)
+        return list(torch.from_numpy(values).split(B)), state
 
     @staticmethod
-    def forward(costs: Sequence[torch.Tensor], rows, cols, symmetric, gamma: float):
-        """costs: list of 1 or 3 ``(B, ., .)`` tensors -> (list of ``(B,)`` float64 values, state)."""
-        tdtype = torch.float64 if costs[0].dtype == torch.float64 else torch.float32
-        dtype = np.float64 if tdtype == torch.float64 else np.float32
-        arrays = [_as_numpy(c.to(tdtype)) for c in costs]
-        nx = _as_numpy(rows[0]).astype(np.int64)
-        ny = _as_numpy(cols[0]).astype(np.int64)
-        if len(arrays) == 3:
-            if list(symmetric) != [False, True, True]:
-                raise ValueError("NumbaDP expects the batches (xy, xx, yy)")
-            sizes = np.concatenate([nx * ny, nx * (nx + 1) // 2, ny * (ny + 1) // 2])
-        elif len(arrays) == 1:
-            arrays += [np.zeros((0, 1, 1), dtype=dtype)] * 2
-            sizes = nx * ny
-        else:
-            raise ValueError("NumbaDP expects 1 or 3 cost batches")
-        offsets = np.zeros(len(sizes), dtype=np.int64)
-        offsets[1:] = np.cumsum(sizes)[:-1]
-        total = int(sizes.sum())
-        wd, wu, wl = (np.empty(total, dtype=dtype) for _ in range(3))
-        values = np.zeros(len(sizes), dtype=np.float64)
-        plan = _plan(sizes, numba.get_num_threads())
-        _forward_all(*arrays, nx, ny, dtype(gamma), plan, offsets, wd, wu, wl, values)
-        shapes = [tuple(c.shape) for c in costs]
-        state = (nx, ny, offsets, sizes, wd, wu, wl, shapes, tdtype)
-        out = torch.from_numpy(values)  # float64: the divergence subtracts large, close values
-        return list(out.split([s[0] for s in shapes])), state
-
-    @staticmethod
-    def backward(state, grads: Sequence[torch.Tensor]):
-        """grads: list of ``(B,)`` -> list of ``G`` (xy) / ``G + G^T`` (xx, yy) matrices."""
-        nx, ny, offsets, sizes, wd, wu, wl, shapes, tdtype = state
-        mats = [empty_cpu(s, tdtype) for s in shapes]
-        g = _as_numpy(torch.cat([gr.to(tdtype) for gr in grads]))
-        arrays = [m.numpy() for m in mats]
-        if len(arrays) == 1:
-            arrays += [np.zeros((0, 1, 1), dtype=arrays[0].dtype)] * 2
-        plan = _plan(sizes, numba.get_num_threads())  # threads may have changed since the forward
-        _backward_all(*arrays, nx, ny, g, plan, offsets, sizes, wd, wu, wl)
-        return mats
+    def backward(state, grads: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        nx, ny, rows, cols, sym, cells, w_off, wd, wu, wl, divergence, equal = state
+        B, N, _ = x.shape
+        M = y.shape[1]
+        # targets: per pair A_b = [G_xy | S_xx] (n x (m + n)), then AT_b = [G_xy^T | S_yy] (m x (n + m))
+        a_cols = nx + ny if divergence else ny
+        a_off = _offsets(nx * a_cols)
+        at_off = int((nx * a_cols).sum()) + _offsets(ny * (nx + ny))
+        G = empty_cpu((int((nx * a_cols).sum() + (divergence and (ny * (nx + ny)).sum())),), x.dtype)
+        sums = torch.zeros(B * (N + M) * (2 if divergence else 1), dtype=x.dtype)
+        rs_xy, cs_xy = np.arange(B) * N, B * N + np.arange(B) * M
+        rs_xx, rs_yy = B * (N + M) + np.arange(B) * N, B * (2 * N + M) + np.arange(B) * M
+        none = np.full(B, -1)
+        zero = np.zeros(B, dtype=np.int64)
+        parts = [np.stack([a_off, a_cols, zero, at_off if divergence else none, nx + ny, zero, rs_xy, cs_xy], 1)]
+        if divergence:
+            parts += [np.stack([a_off, a_cols, ny, none, zero, zero, rs_xx, none], 1),
+                      np.stack([at_off, nx + ny, nx, none, zero, zero, rs_yy, none], 1)]
+        table = np.concatenate([np.stack([rows, cols, sym.astype(np.int64), w_off, cells], 1), np.concatenate(parts)],
+                               axis=1)
+        g = torch.cat([gr.to(x.dtype) for gr in grads]).numpy()
+        _run_workers(_backward_worker, _plan(cells, kernel_threads()), table, G.numpy(), sums.numpy(), g, wd, wu, wl)
+        rsx = sums[:B * N].view(B, N)
+        rsy = sums[B * N:B * (N + M)].view(B, M)
+        if divergence:
+            rsx = rsx + sums[B * (N + M):B * (2 * N + M)].view(B, N)
+            rsy = rsy + sums[B * (2 * N + M):].view(B, M)
+        if equal:
+            A = G[:B * N * int(a_cols[0])].view(B, N, int(a_cols[0]))
+            if not divergence:
+                return (2.0 * (rsx.unsqueeze(2) * x - torch.bmm(A, y)),
+                        2.0 * (rsy.unsqueeze(2) * y - torch.bmm(A.transpose(1, 2), x)))
+            AT = G[B * N * (N + M):].view(B, M, N + M)
+            return (2.0 * (rsx.unsqueeze(2) * x - torch.bmm(A, torch.cat([y, x], dim=1))),
+                    2.0 * (rsy.unsqueeze(2) * y - torch.bmm(AT, torch.cat([x, y], dim=1))))
+        grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
+        for b in range(B):
+            n, m = int(nx[b]), int(ny[b])
+            xb, yb = x[b, :n], y[b, :m]
+            A = G[a_off[b]:a_off[b] + n * int(a_cols[b])].view(n, int(a_cols[b]))
+            if divergence:
+                AT = G[at_off[b]:at_off[b] + m * (n + m)].view(m, n + m)
+                grad_x[b, :n] = 2.0 * (rsx[b, :n, None] * xb - A @ torch.cat([yb, xb]))
+                grad_y[b, :m] = 2.0 * (rsy[b, :m, None] * yb - AT @ torch.cat([xb, yb]))
+            else:
+                grad_x[b, :n] = 2.0 * (rsx[b, :n, None] * xb - A @ yb)
+                grad_y[b, :m] = 2.0 * (rsy[b, :m, None] * yb - A.T @ xb)
+        return grad_x, grad_y

@@ -204,11 +204,15 @@ def test_long_pairs_small_gamma_finite(backend):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_float32_close_to_float64(backend):
+@pytest.mark.parametrize("long", [False, True])
+def test_float32_close_to_float64(backend, long):
+    """float32 within 1e-4 of float64 (relative to the largest value / gradient), also on long pairs
+    where R reaches hundreds (the DP keeps diagonals relative to a float64 level)."""
     g = torch.Generator().manual_seed(9)
-    x64 = torch.nn.functional.normalize(torch.randn(3, 40, 8, generator=g, dtype=torch.float64), dim=-1)
-    y64 = torch.nn.functional.normalize(torch.randn(3, 30, 8, generator=g, dtype=torch.float64), dim=-1)
-    xl, yl = torch.tensor([40, 25, 33]), torch.tensor([30, 30, 12])
+    n, m = (320, 300) if long else (40, 30)
+    x64 = torch.nn.functional.normalize(torch.randn(3, n, 8, generator=g, dtype=torch.float64), dim=-1)
+    y64 = torch.nn.functional.normalize(torch.randn(3, m, 8, generator=g, dtype=torch.float64), dim=-1)
+    xl, yl = torch.tensor([n, n * 5 // 8, n * 4 // 5]), torch.tensor([m, m, m * 2 // 5])
     results = {}
     for dtype in (torch.float64, torch.float32):
         x = x64.to(dtype).clone().requires_grad_(True)
@@ -260,3 +264,23 @@ def test_bad_inputs_raise_value_error(kwargs, name):
     for fn in (soft_dtw, soft_dtw_divergence):
         with pytest.raises(ValueError, match=name):
             fn(**kwargs)
+
+
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba not installed")
+def test_numba_thread_count_does_not_change_results():
+    from laser_fairseq.losses.soft_dtw_cpu import kernel_threads, kernel_threads_set
+
+    x, y, xl, yl = padded_batch(11, [9, 4, 7, 2, 8], [6, 9, 3, 5, 8], d=4, dtype=torch.float32)
+    outs = []
+    before = kernel_threads()
+    for threads in (1, 2, 3):
+        with kernel_threads_set(threads):
+            assert kernel_threads() == threads
+            xc, yc = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+            d = soft_dtw_divergence(xc, yc, xl, yl, gamma=0.1, backend="numba")
+            d.sum().backward()
+            outs.append((d.detach(), xc.grad, yc.grad))
+    assert kernel_threads() == before
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a, b)

@@ -83,7 +83,8 @@ SIMULATOR_CHECK = textwrap.dedent(
 
 
 def test_cuda_kernel_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    pythonpath = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=pythonpath)
     proc = subprocess.run([sys.executable, "-c", SIMULATOR_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 from numba import cuda, float32, float64
 

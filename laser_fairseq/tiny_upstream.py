@@ -31,9 +31,15 @@ def make_tiny_hubert(
     conv_channels: int = 32,
     num_labels: int = 50,
     layer_norm_first: bool = False,
+    conv_pos: int = 16,
+    conv_pos_groups: int = 4,
     seed: int = 0,
 ) -> dict:
-    """A fairseq HuBERT checkpoint dict (as fairseq's trainer writes it) for a small random model."""
+    """A fairseq HuBERT checkpoint dict (as fairseq's trainer writes it) for a small random model.
+
+    HuBERT Base geometry: layers=12, dim=768, ffn=3072, heads=12, conv_channels=512, conv_pos=128,
+    conv_pos_groups=16.
+    """
     torch.manual_seed(seed)
     cfg = OmegaConf.structured(FairseqConfig())
     cfg.task = OmegaConf.structured(
@@ -49,8 +55,8 @@ def make_tiny_hubert(
             encoder_attention_heads=heads,
             layer_norm_first=layer_norm_first,
             conv_feature_layers=conv_spec(conv_channels),
-            conv_pos=16,
-            conv_pos_groups=4,
+            conv_pos=conv_pos,
+            conv_pos_groups=conv_pos_groups,
             final_dim=max(dim // 2, 8),
             # dropout values of fairseq's HuBERT Base pretraining config, as released checkpoints carry them
             dropout=0.1,

@@ -186,13 +186,6 @@ def test_a_split_with_only_short_utterances_says_which_option_to_change(tmp_path
         make_task(tmp_path).load_dataset("train")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="known gap: with task.min_sample_size below what the CNN needs after speed perturbation, a 300-sample "
-           "item reaches the model and torch's conv1d fails ('Kernel size can't be greater than actual input "
-           "size'). Fix: LaserTask.load_dataset refuses min_sample_size < ceil(400 * max(speed_factors)) and "
-           "BlockwiseUpstream.embed raises a ValueError naming the receptive field",
-)
 def test_an_item_shorter_than_the_cnn_receptive_field_never_crashes_the_model(tmp_path, laser_model):
     os.makedirs(tmp_path / "audio")
     shutil.copy(GOOD_FLAC, tmp_path / "audio")
@@ -214,12 +207,6 @@ def test_an_item_shorter_than_the_cnn_receptive_field_never_crashes_the_model(tm
         assert "receptive field" in str(error) or "min_sample_size" in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=pytest.fail.Exception,
-    reason="known gap: a stale manifest claiming more samples than the file has is not noticed, so a 300-sample "
-           "file passes the min_sample_size filter. Fix: PairedPerturbedAudioDataset.__getitem__ compares the "
-           "samples read with entry.num_samples and raises AudioError naming manifest:line",
-)
 def test_a_manifest_claiming_more_samples_than_the_file_has_is_reported(tmp_path):
     os.makedirs(tmp_path / "audio")
     sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[:300], 16000)

@@ -9,11 +9,15 @@ import torch
 from fairseq.data import FairseqDataset
 from torch import Tensor
 
-from .audio import read_audio
+from .audio import AudioError, read_audio
 from .manifest import Manifest
 from .perturbation import SpeedPitchPerturber
 
 logger = logging.getLogger(__name__)
+
+# Samples the HuBERT / WavLM convolutional front end needs for one frame (kernel 10 stride 5, then 3/2 x4,
+# 2/2 x2): shorter inputs make torch's conv1d fail.
+CNN_RECEPTIVE_FIELD = 400
 
 
 class PairedPerturbedAudioDataset(FairseqDataset):
@@ -39,6 +43,13 @@ class PairedPerturbedAudioDataset(FairseqDataset):
         shuffle: bool = True,
     ):
         super().__init__()
+        needed = math.ceil(CNN_RECEPTIVE_FIELD * max(perturber.speed_factors))
+        if min_sample_size < needed:
+            raise ValueError(
+                f"task.min_sample_size={min_sample_size} is too small: with speed factor "
+                f"{max(perturber.speed_factors)} an utterance needs at least {needed} samples so that its perturbed "
+                f"copy still covers the CNN's receptive field ({CNN_RECEPTIVE_FIELD} samples); raise it"
+            )
         self.perturber = perturber
         self.sample_rate = sample_rate
         self.max_sample_size = max_sample_size
@@ -79,7 +90,13 @@ class PairedPerturbedAudioDataset(FairseqDataset):
     def __getitem__(self, index: int) -> Dict:
         entry = self.entries[index]
         rng = self._rng(index)
-        wav = read_audio(entry.path, self.sample_rate, where=f"{self.manifest_path}:{entry.line}")
+        where = f"{self.manifest_path}:{entry.line}"
+        wav = read_audio(entry.path, self.sample_rate, where=where)
+        if wav.shape[0] != entry.num_samples:
+            raise AudioError(
+                f"{where}: {entry.path} has {wav.shape[0]} samples but the manifest says {entry.num_samples}; "
+                f"regenerate the manifest (scripts/prepare_librispeech.py)"
+            )
         wav = self._crop(wav, rng)
         view_a, view_b, perturbation = self.perturber.views(wav, rng)
         return {"id": index, "view_a": view_a, "view_b": view_b, "perturbation": perturbation}

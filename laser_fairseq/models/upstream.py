@@ -33,7 +33,10 @@ def detect_kind(state: dict, path: str) -> str:
     """"hubert" or "wavlm" for an upstream checkpoint dict; a CheckpointError naming what it is otherwise."""
     model_state = state.get("model")
     if not isinstance(model_state, dict):
-        raise CheckpointError(f"{path}: no 'model' state dict: not a fairseq or unilm checkpoint")
+        raise CheckpointError(
+            f"{path}: no 'model' state dict: not a fairseq or unilm checkpoint; LASER expects an original "
+            f"fairseq HuBERT checkpoint (e.g. hubert_base_ls960.pt) or a unilm WavLM checkpoint (e.g. WavLM-Base.pt)"
+        )
     model_cfg = _model_cfg(state)
     if model_cfg is not None:
         name = _cfg_get(model_cfg, "_name")

@@ -46,6 +46,8 @@ def train_command(upstream, run_dir, num_workers):
         f"lr_scheduler.total_num_update={MAX_UPDATE}",
         f"checkpoint.save_interval_updates={SAVE_EVERY}",
         f"dataset.num_workers={num_workers}",
+        # without workers, fairseq's prefetch thread would still be inside torch at exit (abort, exit 134)
+        f"dataset.data_buffer_size={10 if num_workers else 0}",
         "task.max_sample_size=16000",  # 1 s crops: cheaper updates, and the random crop is exercised
         "dataset.disable_validation=true",
         "common.log_interval=1",

@@ -3,7 +3,7 @@
 #   make install   create/update .venv with pinned versions (constraints.txt); a no-op when up to date
 #   make demo      install, then LASER on the bundled corpus with a tiny HuBERT made on the fly
 #   make test      install, then the test suite
-#   make bench     install, then scripts/benchmark.py
+#   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 
 PYTHON ?= python3.11
@@ -42,7 +42,8 @@ test: install
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) scripts/benchmark.py
+	$(PY) scripts/benchmark.py --omp-wait-policy passive --flush-denormal
+	$(PY) scripts/benchmark_step.py
 
 constraints:
 	$(PIP) freeze --exclude-editable | grep -v '^-e ' > constraints.txt.new

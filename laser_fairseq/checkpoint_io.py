@@ -9,7 +9,6 @@ import argparse
 import importlib
 import os
 import pickle
-import zipfile
 from typing import Any, Iterable, List
 
 import torch
@@ -37,7 +36,8 @@ def resolve_globals(names: Iterable[str]) -> List[Any]:
 def load_checkpoint(path: str, extra_safe_globals: Iterable[str] = ()) -> dict:
     """``torch.load(path, weights_only=True)`` on CPU with the fairseq allow-list; clear errors.
 
-    Files in torch's zip format are memory-mapped: tensors are read from disk only when used.
+    Tensors are read into memory (no mmap): fairseq rewrites checkpoint_last.pt in place when it copies
+    a new checkpoint over it, which would silently change memory-mapped tensors under the caller.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -46,7 +46,7 @@ def load_checkpoint(path: str, extra_safe_globals: Iterable[str] = ()) -> dict:
     allowed = SAFE_GLOBALS + resolve_globals(extra_safe_globals)
     try:
         with torch.serialization.safe_globals(allowed):
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(_explain_unpickling_error(path, error)) from None
     except _NOT_A_CHECKPOINT as error:

@@ -47,7 +47,8 @@ def test_only_the_last_blocks_and_the_head_change(laser_run, tmp_path):
     layers = 4
     top = tuple(f"encoder.layers.{i}." for i in range(layers - TRAINABLE, layers))
     frozen = [k for k in source if not k.startswith(top)]
-    assert frozen and all(torch.equal(trained[k], source[k]) for k in frozen), "a frozen tensor changed"
+    changed_frozen = [k for k in frozen if not torch.equal(trained[k], source[k])]
+    assert frozen and not changed_frozen, f"frozen tensors changed: {changed_frozen}"
     changed = [k for k in source if k.startswith(top) and not torch.equal(trained[k], source[k])]
     trainable = [k for k in source if k.startswith(top)]
     # every weight matrix of the trained blocks moves (a 1-element tensor such as grep_a might not)

@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,22 +44,40 @@ def run(command: List[str], log_path: Optional[str] = None):
             sys.exit(f"demo failed: {command[0]} exited with {process.returncode}" + (f"; log: {log_path}" if log_path else ""))
 
 
-def losses(log_path: str, tag: str):
-    """[(num_updates, loss)] from fairseq's simple-format lines tagged ``tag`` (train_inner / valid)."""
+def demo_train_command(upstream: str, run_dir: str, max_update: int, overrides=()) -> List[str]:
+    """fairseq-hydra-train with examples/laser/config/demo.yaml on manifests/demo, writing into ``run_dir``."""
+    return [
+        os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
+        "--config-dir", os.path.join(REPO, "examples", "laser", "config"),
+        "--config-name", "demo",
+        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
+        f"task.data={os.path.join(REPO, 'manifests', 'demo')}",
+        f"model.upstream_path={upstream}",
+        f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
+        f"common.tensorboard_logdir={os.path.join(run_dir, 'tensorboard')}",
+        f"hydra.run.dir={os.path.join(run_dir, 'hydra')}",
+        f"optimization.max_update={max_update}",
+        *overrides,
+    ]
+
+
+def logged_values(output: str, tag: str, key: str = "loss") -> List[Tuple[int, float]]:
+    """[(num_updates, value)] of ``key`` from fairseq's simple-format log lines tagged ``tag``."""
     points = []
-    with open(log_path) as log:
-        for line in log:
-            if f"][{tag}][" not in line:
-                continue
-            update = re.search(r"num_updates[= ](\d+)", line)
-            loss = re.search(r"\bloss[= ]([0-9.]+)", line)
-            if update and loss:
-                points.append((int(update.group(1)), float(loss.group(1))))
+    for line in output.splitlines():
+        if f"][{tag}][" not in line:
+            continue
+        update = re.search(r"num_updates[= ](\d+)", line)
+        value = re.search(rf"\b{key}[= ]([-+0-9.eE]+|nan|inf)", line)
+        if update and value:
+            points.append((int(update.group(1)), float(value.group(1))))
     return points
 
 
 def summarise(run_dir: str, log_path: str):
-    train, valid = losses(log_path, "train_inner"), losses(log_path, "valid")
+    with open(log_path) as log:
+        output = log.read()
+    train, valid = logged_values(output, "train_inner"), logged_values(output, "valid")
     print("\n=== LASER demo summary ===")
     if train:
         print(f"train loss: {train[0][1]:.3f} at update {train[0][0]} -> {train[-1][1]:.3f} at update {train[-1][0]}")
@@ -77,27 +95,12 @@ def main(argv=None):
         sys.exit(f"error: {run_dir} exists; choose another --run-dir")
     os.makedirs(run_dir)
     python = sys.executable
-    bin_dir = os.path.dirname(python)
     upstream = os.path.join(run_dir, f"tiny_{args.kind}.pt")
     run([python, "scripts/make_tiny_upstream.py", "--kind", args.kind, "--output", upstream])
 
     log_path = os.path.join(run_dir, "train.log")
-    run(
-        [
-            os.path.join(bin_dir, "fairseq-hydra-train"),
-            "--config-dir", os.path.join(REPO, "examples", "laser", "config"),
-            "--config-name", "demo",
-            f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
-            f"task.data={os.path.join(REPO, 'manifests', 'demo')}",
-            f"model.upstream_path={upstream}",
-            f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
-            f"common.tensorboard_logdir={os.path.join(run_dir, 'tensorboard')}",
-            f"hydra.run.dir={os.path.join(run_dir, 'hydra')}",
-            f"optimization.max_update={args.max_update}",
-            f"lr_scheduler.total_num_update={args.max_update}",
-        ],
-        log_path,
-    )
+    overrides = [f"lr_scheduler.total_num_update={args.max_update}"]
+    run(demo_train_command(upstream, run_dir, args.max_update, overrides), log_path)
     summarise(run_dir, log_path)
     if args.skip_analysis:
         return

@@ -75,7 +75,6 @@ class PairedPerturbedAudioDataset(FairseqDataset):
         self.sizes = np.array([min(e.num_samples, max_sample_size) for e in kept], dtype=np.int64)
         longest_view = 1.0 / min(perturber.speed_factors)
         self._tokens_per_sample = 1.0 + max(1.0, longest_view)
-        self.skipped = skipped
 
     def __len__(self) -> int:
         return len(self.entries)

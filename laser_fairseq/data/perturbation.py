@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -136,7 +136,3 @@ class SpeedPitchPerturber:
             return perturbed, waveform, perturbation
         return waveform, perturbed, perturbation
 
-
-def effective_speed_bounds(speed_factors: Sequence[float]) -> Tuple[float, float]:
-    """(shortest, longest) length of a perturbed view relative to the original."""
-    return 1.0 / max(speed_factors), 1.0 / min(speed_factors)

@@ -24,7 +24,6 @@ from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchaudio
 from torch import Tensor
 
@@ -51,21 +50,11 @@ def layer_names(num_blocks: int) -> List[str]:
 
 @torch.no_grad()
 def layer_frames(upstream: BlockwiseUpstream, waveform: Tensor, device: str) -> List[np.ndarray]:
-    """(S,) waveform -> one float32 (T, C_layer) array per entry of ``layer_names``.
-
-    The steps of ``BlockwiseUpstream.hidden_states`` for one unpadded waveform, keeping the CNN output
-    on the way (so the CNN runs once); the tests check the result equals ``hidden_states``.
-    """
+    """(S,) waveform -> one float32 (T, C_layer) array per entry of ``layer_names``: the CNN output, then
+    ``BlockwiseUpstream.hidden_states`` (from the same pass, so the CNN runs once)."""
     source = waveform.to(device=device, dtype=torch.float32)[None]
-    cnn_input = F.layer_norm(source, source.shape[-1:]) if upstream.normalize else source
-    cnn = upstream.conv_features(cnn_input)
-    state = upstream.embed_features(cnn, None)
-    layers = [cnn, state.x.transpose(0, 1)]
-    for index in range(upstream.num_layers):
-        state = upstream.block(index, state)
-        layers.append(state.x.transpose(0, 1))
-    layers[-1] = upstream.finalize(state)
-    return [layer[0].float().cpu().numpy() for layer in layers]
+    cnn, hidden = upstream.conv_and_hidden_states(source)
+    return [layer[0].float().cpu().numpy() for layer in [cnn, *hidden]]
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ from .encoder_state import EncoderState
 class BlockwiseUpstream(nn.Module):
     kind: str = ""
     normalize: bool = False  # layer-normalise each waveform before the CNN
+    original_prefix: str = ""  # where the original checkpoint's weights sit in this module's state dict
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -52,20 +53,24 @@ class BlockwiseUpstream(nn.Module):
 
     def original_state_dict(self) -> dict:
         """The weights under the key names of the original checkpoint format."""
-        raise NotImplementedError
+        prefix = self.original_prefix
+        return {key[len(prefix):]: value for key, value in self.state_dict().items() if key.startswith(prefix)}
 
     def embed(self, source: Tensor, padding_mask: Optional[Tensor] = None) -> EncoderState:
         """(B, S) waveforms, (B, S) bool mask (True = padding) or None -> state entering block 0."""
+        return self.embed_features(*self.padded_conv_features(source, padding_mask))
+
+    def padded_conv_features(self, source: Tensor, padding_mask: Optional[Tensor] = None):
+        """(B, S) waveforms -> ((B, T, C_cnn) CNN features, (B, T) frame padding mask or None), each
+        utterance normalised and run through the CNN on its own valid samples."""
         if padding_mask is None or not bool(padding_mask.any()):
-            features = self.conv_features(self._normalized(source))
-            return self.embed_features(features, None)
+            return self.conv_features(self._normalized(source)), None
         lengths = (~padding_mask).sum(dim=1).tolist()
         per_utterance = [
             self.conv_features(self._normalized(source[row : row + 1, :length]))[0]
             for row, length in enumerate(lengths)
         ]
-        features, frame_padding_mask = pad_frames(per_utterance)
-        return self.embed_features(features, frame_padding_mask)
+        return pad_frames(per_utterance)
 
     def _normalized(self, source: Tensor) -> Tensor:
         return F.layer_norm(source, source.shape[-1:]) if self.normalize else source
@@ -82,14 +87,20 @@ class BlockwiseUpstream(nn.Module):
 
     def hidden_states(self, source: Tensor, padding_mask: Optional[Tensor] = None) -> List[Tensor]:
         """[input of block 0, output of block 0, ..., finalized output of the last block], each (B, T, C)."""
-        state = self.embed(source, padding_mask)
+        return self.conv_and_hidden_states(source, padding_mask)[1]
+
+    def conv_and_hidden_states(
+        self, source: Tensor, padding_mask: Optional[Tensor] = None
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """((B, T, C_cnn) CNN features, ``hidden_states``) from one pass: the CNN runs once."""
+        features, frame_padding_mask = self.padded_conv_features(source, padding_mask)
+        state = self.embed_features(features, frame_padding_mask)
         states = [state.x.transpose(0, 1)]
         for index in range(self.num_layers):
             state = self.block(index, state)
             states.append(state.x.transpose(0, 1))
         states[-1] = self.finalize(state)
-        return states
-
+        return features, states
 
 def pad_frames(sequences: List[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
     """Right-pad (T_i, C) sequences into (B, T_max, C) with a (B, T_max) mask (True = padding) or None."""

@@ -31,17 +31,22 @@ import torch
 from torch import Tensor
 
 from .checkpoint_io import CheckpointError, load_checkpoint
-from .models.trained_upstream import is_laser_checkpoint
+from .models.hubert_upstream import HubertUpstream
+from .models.trained_upstream import UPSTREAM_PREFIX, is_laser_checkpoint
 from .models.upstream import HUBERT, WAVLM, detect_kind
+from .models.wavlm import WavLMEncoder
 
 FAIRSEQ = "fairseq"
 S3PRL = "s3prl"
 UNILM = "unilm"
 FORMATS_BY_KIND = {HUBERT: (FAIRSEQ, S3PRL), WAVLM: (UNILM,)}
 
-# Where the original weights sit in a LASER model state dict: the HuBERT adapter keeps fairseq's HubertModel
-# as ``upstream.model`` (models/hubert_upstream.py); the WavLM encoder is the upstream itself (models/wavlm.py).
-LASER_PREFIX_BY_KIND = {HUBERT: "upstream.model.", WAVLM: "upstream."}
+# Where the original weights sit in a LASER model state dict: under the model's upstream, at the
+# upstream class's own prefix (fairseq's HubertModel is kept as ``upstream.model``).
+LASER_PREFIX_BY_KIND = {
+    HUBERT: UPSTREAM_PREFIX + HubertUpstream.original_prefix,
+    WAVLM: UPSTREAM_PREFIX + WavLMEncoder.original_prefix,
+}
 HEAD_PREFIX = "head."
 
 BLOCK_KEY = re.compile(r"^encoder\.layers\.(\d+)\.")

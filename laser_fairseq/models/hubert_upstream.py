@@ -23,6 +23,7 @@ class HubertUpstream(BlockwiseUpstream):
     """
 
     kind = "hubert"
+    original_prefix = "model."
 
     def __init__(self, model: HubertModel, normalize: bool):
         super().__init__()
@@ -36,9 +37,6 @@ class HubertUpstream(BlockwiseUpstream):
     @property
     def embed_dim(self) -> int:
         return self.model.encoder.embedding_dim
-
-    def original_state_dict(self) -> dict:
-        return self.model.state_dict()
 
     def conv_features(self, source: Tensor) -> Tensor:
         """(B, S) -> (B, T, C_cnn) CNN features, layer-normalised as in ``HubertModel.forward``."""

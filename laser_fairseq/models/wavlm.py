@@ -577,9 +577,6 @@ class WavLMEncoder(BlockwiseUpstream):
 
     # -- block-wise interface -------------------------------------------------------------------
 
-    def original_state_dict(self) -> dict:
-        return self.state_dict()
-
     def conv_features(self, source: Tensor) -> Tensor:
         """CNN (feature_grad_mult applied; 0 = no gradient) and feature layer norm. (B, S) -> (B, T, C_conv)."""
         scale = self.cfg.feature_grad_mult

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List
 
 import numpy as np
 
@@ -24,10 +24,8 @@ ASSIGN_CHUNK = 65536  # frames per distance matrix
 @dataclass
 class KmeansFit:
     centroids: np.ndarray  # (K, D) float32
-    inertia: float  # mean squared distance of the sampled frames to their centroid
-    sampled_utterances: int
-    sampled_frames: int
-    seconds: float
+    inertia: float  # mean squared distance of the sampled frames to their nearest centroid
+    seconds: float  # of the fit
 
 
 def sample_frames(feature_dir: str, split: str, nshard: int, fraction: float, seed: int) -> tuple:
@@ -72,7 +70,7 @@ def fit_kmeans(frames: np.ndarray, n_clusters: int, settings: KmeansSettings, se
     seconds = time.monotonic() - started
     centroids = model.cluster_centers_.astype(np.float32)
     inertia = float(np.mean(nearest_distance(frames, centroids)))
-    return KmeansFit(centroids, inertia, 0, len(frames), seconds)
+    return KmeansFit(centroids, inertia, seconds)
 
 
 def _squared_distances(frames: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -114,7 +112,3 @@ def label_lines(feature_dir: str, split: str, nshard: int, centroids: np.ndarray
 def dictionary_text(n_clusters: int) -> str:
     """fairseq's dict.km.txt: every cluster id with a dummy count, as the simple_kmeans recipe writes it."""
     return "".join(f"{k} 1\n" for k in range(n_clusters))
-
-
-def parse_label_line(line: str) -> Sequence[int]:
-    return [int(token) for token in line.split()]

@@ -4,6 +4,7 @@
 #   make demo      install, then LASER on the bundled corpus with a tiny HuBERT made on the fly
 #   make test      install, then the test suite
 #   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
+#   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 
 PYTHON ?= python3.11
@@ -16,7 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat $(INSTALL_INPUTS) 2>/dev/null | sha256su
 # Two OpenMP runtimes (torch's, numba's) busy-waiting on 2 cores slow each other down several times.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test bench constraints
+.PHONY: install demo test bench constraints pretrain-demo
 
 install: $(STAMP)
 
@@ -44,6 +45,16 @@ test: install
 bench: install
 	$(PY) scripts/benchmark.py --omp-wait-policy passive --flush-denormal
 	$(PY) scripts/benchmark_step.py
+
+# The synthetic espeak-ng corpus (made once) and the tiny_progressive schedule on it; re-running continues
+# or skips what is done (examples/hubert_pretraining/README.md).
+PRETRAIN_CORPUS ?= outputs/synthetic_corpus
+PRETRAIN_RUN ?= outputs/pretrain/tiny_progressive
+pretrain-demo: install
+	@test -f $(PRETRAIN_CORPUS)/train.tsv || \
+	  $(PY) scripts/make_synthetic_corpus.py --out $(PRETRAIN_CORPUS) --sentences 250 --voices 8 --seed 1
+	$(PY) scripts/pretrain_hubert.py --schedule examples/hubert_pretraining/tiny_progressive.yaml \
+	  --data $(PRETRAIN_CORPUS) --out $(PRETRAIN_RUN)
 
 constraints:
 	$(PIP) freeze --exclude-editable | grep -v '^-e ' > constraints.txt.new

@@ -231,3 +231,42 @@ def test_changed_settings_are_refused_naming_the_stage(runs):
     assert "iter2.kmeans: its settings changed since it ran (n_clusters: 10 -> 12)" in result.stderr
     assert "--force-stage iter2.kmeans" in result.stderr
     assert stamp(runs["reference"], "iter2.kmeans")["settings"]["n_clusters"] == 10
+
+
+def test_feature_shards_dumped_by_separate_processes_are_not_redone(corpus, tmp_path):
+    schedule = write_schedule(tmp_path / "schedule.yaml")
+    out = tmp_path / "run"
+    base = [sys.executable, DRIVER, "--schedule", schedule, "--data", corpus, "--out", str(out)]
+    env = dict(os.environ, **ONE_THREAD)
+    subprocess.run(base + ["--stop-after", "data"], cwd=REPO, env=env, check=True, capture_output=True)
+    commands = [base + ["--iteration", "1", "--shard", str(rank)] for rank in (0, 1)]
+    commands.append(base + ["--iteration", "2", "--shard", "0"])  # needs iteration 1's model: refused
+    workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True) for command in commands]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers[:2]] == [0, 0], outputs
+    for rank, output in enumerate(outputs[:2]):
+        assert f"train shard {rank + 1}/2" in output and f"train shard {2 - rank}/2" not in output
+    assert workers[2].returncode != 0 and "stage iter1.train has not finished" in outputs[2]
+    assert stamp(str(out), "iter1.features")["status"] == "running"
+    final = subprocess.run(base + ["--stop-after", "iter1.features"], cwd=REPO, env=env, capture_output=True,
+                           text=True, check=True).stdout
+    assert "[iter1.features] resuming" in final and " shard " not in final
+    assert stamp(str(out), "iter1.features")["status"] == "done"
+
+
+def test_comparison_of_two_runs(runs, tmp_path):
+    from laser_fairseq.pretraining.report import load_summary, write_comparison
+
+    summaries = [load_summary(runs["reference"]), load_summary(runs["killed"])]
+    files = write_comparison(str(tmp_path), summaries, "python scripts/compare_pretraining.py ...")
+    text = open(files["md"]).read()
+    assert "did not do the same number of updates" not in text
+    pnmi = [f"{entry['cluster_quality']['valid']['pnmi']:.3f}" for entry in summaries[0]["iterations"]]
+    assert f"| schedule | 2 | {2 * UPDATES} |" in text and ", ".join(pnmi) in text
+    assert "## Final model: input likeness (CKA with log-mel) (`input_cka`) per layer" in text
+    rows = open(files["csv"]).read().splitlines()
+    assert rows[0] == "schedule,model,layer_index,layer,measure,value"
+    assert sum(",final,3,block2,input_cka," in row for row in rows) == 2
+    with pytest.raises(FileNotFoundError, match="no summary"):
+        load_summary(str(tmp_path / "nothing"))

@@ -169,7 +169,10 @@ def _as_json(value):
 
 
 def _contents(directory: str) -> List[str]:
-    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    """Files in ``directory``, without the temporary files another process may be writing right now."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(name for name in os.listdir(directory) if ".tmp-" not in name and f"{STAMP}.new-" not in name)
 
 
 def _damaged_outputs(directory: str, outputs: Dict[str, int]) -> List[str]:

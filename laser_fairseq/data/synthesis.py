@@ -83,18 +83,18 @@ class Voice:
 # scaling, base pitch, voice quality; "klatt" variants use a different source model), pitch, range and
 # rate. Ids are stable: a corpus made with --voices V uses the first V.
 VOICES: Tuple[Voice, ...] = (
-    Voice("v01", "en-us+m3", 40, 50, 170, "American English, male, low"),
-    Voice("v02", "en+f2", 64, 60, 180, "British English, female"),
-    Voice("v03", "en-gb-scotland+m1", 30, 40, 160, "Scottish English, male, deep and slow"),
-    Voice("v04", "en-029+f4", 72, 70, 175, "Caribbean English, female, high, lively"),
-    Voice("v05", "en-gb-x-rp+m7", 50, 45, 195, "Received Pronunciation, male, fast"),
-    Voice("v06", "en-us+f5", 58, 35, 165, "American English, female, flat"),
-    Voice("v07", "en-us-nyc+klatt", 45, 55, 185, "New York English, Klatt synthesiser"),
-    Voice("v08", "en-gb-x-gbclan+m5", 36, 60, 175, "Lancaster English, male"),
-    Voice("v09", "en-gb-x-gbcwmd+f1", 80, 50, 170, "West Midlands English, female, very high"),
-    Voice("v10", "en-us+m6", 55, 65, 150, "American English, male, slow"),
-    Voice("v11", "en+klatt4", 25, 40, 180, "British English, Klatt synthesiser, low"),
-    Voice("v12", "en-gb-x-rp+f3", 66, 45, 205, "Received Pronunciation, female, fast"),
+    Voice("v01", "en-us+m3", 45, 50, 170, "American English, male"),
+    Voice("v02", "en+f2", 50, 60, 180, "British English, female"),
+    Voice("v03", "en-gb-scotland+m1", 25, 40, 160, "Scottish English, male, deep and slow"),
+    Voice("v04", "en-029+f4", 80, 70, 175, "Caribbean English, female, high, lively"),
+    Voice("v05", "en-gb-x-rp+m7", 65, 45, 195, "Received Pronunciation, male, fast"),
+    Voice("v06", "en-us+f5", 40, 35, 165, "American English, female, low, flat"),
+    Voice("v07", "en-us-nyc+klatt", 80, 55, 185, "New York English, Klatt synthesiser, high"),
+    Voice("v08", "en-gb-x-gbclan+m5", 30, 60, 175, "Lancaster English, male, low"),
+    Voice("v09", "en-gb-x-gbcwmd+f1", 95, 50, 170, "West Midlands English, female, very high"),
+    Voice("v10", "en-us+m6", 90, 65, 150, "American English, male, high, slow"),
+    Voice("v11", "en+klatt4", 10, 40, 180, "British English, Klatt synthesiser, very low"),
+    Voice("v12", "en-gb-x-rp+f3", 65, 45, 205, "Received Pronunciation, female, fast"),
 )
 
 
@@ -102,6 +102,7 @@ VOICES: Tuple[Voice, ...] = (
 class PhoneEvent:
     sample: int  # first output sample of the phone, at the synthesiser's rate
     name: str  # espeak mnemonic with stress marks removed; pauses are SILENCE
+    audio_position_ms: int  # espeak's own ms time of the same instant (truncated), kept as a cross-check
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,8 @@ class Espeak:
         while events[index].type != _EVENT_LIST_TERMINATED:
             event = events[index]
             if event.type == _EVENT_PHONEME:
-                self._events.append(PhoneEvent(event.sample, normalise_phone(event.id.decode("utf-8"))))
+                name = normalise_phone(event.id.decode("utf-8"))
+                self._events.append(PhoneEvent(event.sample, name, event.audio_position))
             index += 1
         return 0  # continue synthesis
 

@@ -14,6 +14,7 @@ byte-identical output. See docs/synthetic_corpus.md.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -64,15 +65,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    settings = CorpusSettings(
-        sentences=args.sentences,
-        voices=args.voices,
-        voices_per_sentence=args.voices_per_sentence,
-        valid_sentences=args.valid_sentences,
-        test_sentences=args.test_sentences,
-        seed=args.seed,
-        edge_silence_ms=args.edge_silence_ms,
-    )
+    settings = CorpusSettings(**{field.name: getattr(args, field.name) for field in dataclasses.fields(CorpusSettings)})
     if args.workers < 1:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ resampler, the audio's own spectral changes for label boundaries.
 
 import filecmp
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -104,6 +105,13 @@ def test_an_unknown_voice_is_an_error_not_a_silent_fallback():
     wrong = synthesis.Voice("vx", "en-gb+f2", 50, 50, 175, "the British voice file is called 'en'")
     with pytest.raises(synthesis.EspeakError, match=r"vx: espeak-ng has no voice 'en-gb\+f2' \(EE_NOT_FOUND\)"):
         synthesis.synthesise_raw("Hello there.", wrong, 1)
+
+
+def test_voice_settings_are_checked_and_a_voice_without_variant_works():
+    with pytest.raises(ValueError, match=r"voice vx: rate must be in \[80, 450\], got 500"):
+        synthesis.Voice("vx", "en-us", 50, 50, 500, "too fast")
+    plain = synthesis.synthesise_raw("Hello there.", synthesis.Voice("vy", "en-us", 50, 50, 175, "no variant"), 1)
+    assert plain.samples.size > 10_000
 
 
 def test_an_utterance_does_not_depend_on_what_was_synthesised_before():
@@ -358,8 +366,6 @@ def test_voices_are_clearly_different(corpus):
 
 
 def test_corpus_json_records_settings_versions_and_counts(corpus):
-    import json
-
     with open(os.path.join(corpus, "corpus.json")) as handle:
         description = json.load(handle)
     assert description["settings"]["voices_per_sentence"] == 8 and description["settings"]["seed"] == 3

@@ -30,11 +30,11 @@ labelled with the phone that covers its centre sample ``320 t + 200``.
 import _ctypes
 import ctypes
 import os
+from bisect import bisect_right
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from bisect import bisect_right
 from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -77,6 +77,12 @@ class Voice:
     pitch_range: int  # espeakRANGE, 0..100 (0 = monotone, 50 = normal)
     rate: int  # espeakRATE, words per minute, 80..450
     description: str
+
+    def __post_init__(self):
+        for name, value, low, high in (("pitch", self.pitch, 0, 100), ("pitch_range", self.pitch_range, 0, 100),
+                                       ("rate", self.rate, 80, 450)):
+            if not low <= value <= high:
+                raise ValueError(f"voice {self.voice_id}: {name} must be in [{low}, {high}], got {value}")
 
 
 # Clearly different speakers: accent (voice file = phoneme rules and vowel qualities), variant (formant
@@ -135,6 +141,7 @@ class _VoiceInfo(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p)]
 
 
+_C_LIBRARY = ctypes.CDLL(None)  # libespeak-ng calls the C library's rand() besides its own generator
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
@@ -185,8 +192,7 @@ class Espeak:
                 f"({_ERRORS.get(code, code)}); names are voice files + variant, e.g. 'en-us+m3' or 'en+f2'"
             )
         selected = self._lib.espeak_GetCurrentVoice().contents.identifier.decode()
-        file_name, _, variant = voice.espeak_name.partition("+")
-        if not selected.lower().endswith(f"/{file_name}+{variant}".lower()):
+        if not selected.lower().endswith(f"/{voice.espeak_name}".lower()):  # e.g. "gmw/en-US+m3" for "en-us+m3"
             raise EspeakError(f"voice {voice.voice_id}: asked for {voice.espeak_name!r}, espeak selected {selected!r}")
         for parameter, value, name in (
             (_PARAMETER_RATE, voice.rate, "rate"),
@@ -201,7 +207,7 @@ class Espeak:
         """Speak ``text`` (UTF-8, plain text) with the selected voice and a sentence pause at the end."""
         self._chunks, self._events = [], []
         self._lib.espeak_ng_SetRandSeed(ctypes.c_long(noise_seed))
-        ctypes.CDLL(None).srand(ctypes.c_uint(noise_seed & 0xFFFFFFFF))
+        _C_LIBRARY.srand(ctypes.c_uint(noise_seed & 0xFFFFFFFF))
         encoded = text.encode("utf-8") + b"\0"
         code = self._lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
         if code != 0:
@@ -269,6 +275,7 @@ def fresh_espeak() -> Iterator[Espeak]:
             f"make utterances depend on each other; synthesise in a process that does not load it elsewhere"
         )
     library = ctypes.CDLL(library_path)
+    sample_rate = -1
     try:
         _declare(library)
         options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT
@@ -280,7 +287,8 @@ def fresh_espeak() -> Iterator[Espeak]:
             )
         yield Espeak(library, sample_rate)
     finally:
-        library.espeak_Terminate()
+        if sample_rate > 0:
+            library.espeak_Terminate()
         _ctypes.dlclose(library._handle)
     if _is_mapped(library_path):
         raise EspeakError(f"{library_path} stayed loaded after dlclose; utterances would depend on each other")

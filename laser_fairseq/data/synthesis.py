@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -177,6 +177,7 @@ class Espeak:
         self.sample_rate = sample_rate
         self._chunks: List[np.ndarray] = []
         self._events: List[PhoneEvent] = []
+        self._callback_error: Optional[BaseException] = None  # ctypes would only print it and go on
         self._callback = _SynthCallback(self._collect)  # referenced here so it outlives every call
         library.espeak_SetSynthCallback(self._callback)
 
@@ -205,13 +206,15 @@ class Espeak:
 
     def synthesise(self, text: str, noise_seed: int) -> RawSpeech:
         """Speak ``text`` (UTF-8, plain text) with the selected voice and a sentence pause at the end."""
-        self._chunks, self._events = [], []
+        self._chunks, self._events, self._callback_error = [], [], None
         self._lib.espeak_ng_SetRandSeed(ctypes.c_long(noise_seed))
         _C_LIBRARY.srand(ctypes.c_uint(noise_seed & 0xFFFFFFFF))
         encoded = text.encode("utf-8") + b"\0"
         code = self._lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
         if code != 0:
             raise EspeakError(f"espeak_Synth failed ({_ERRORS.get(code, code)}) for {text!r}")
+        if self._callback_error is not None:
+            raise EspeakError(f"reading espeak's output for {text!r} failed") from self._callback_error
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         if samples.size == 0 or not self._events:
             raise EspeakError(f"espeak produced no speech or no phoneme events for {text!r}")
@@ -229,16 +232,21 @@ class Espeak:
         return phonemes
 
     def _collect(self, wav, num_samples, events) -> int:
-        if wav and num_samples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
-        index = 0
-        while events[index].type != _EVENT_LIST_TERMINATED:
-            event = events[index]
-            if event.type == _EVENT_PHONEME:
-                name = normalise_phone(event.id.decode("utf-8"))
-                self._events.append(PhoneEvent(event.sample, name, event.audio_position))
-            index += 1
-        return 0  # continue synthesis
+        """espeak's synth callback: keep the samples and phoneme events; 1 aborts synthesis after an error."""
+        try:
+            if wav and num_samples > 0:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+            index = 0
+            while events[index].type != _EVENT_LIST_TERMINATED:
+                event = events[index]
+                if event.type == _EVENT_PHONEME:
+                    name = normalise_phone(event.id.decode("utf-8"))
+                    self._events.append(PhoneEvent(event.sample, name, event.audio_position))
+                index += 1
+        except BaseException as error:  # noqa: B902 - handed back to synthesise(), which raises it
+            self._callback_error = error
+            return 1
+        return 0
 
 
 def _declare(library: ctypes.CDLL):

@@ -174,7 +174,8 @@ def test_summary_lists_every_iteration_with_its_checkpoint_and_measures(runs):
     assert [entry["iteration"] for entry in iterations] == [1, 2]
     for entry, n_clusters in zip(iterations, (8, 10)):
         assert entry["checkpoint"] == os.path.join(runs["reference"], entry["name"], "train", "model.pt")
-        assert updates_in(entry["checkpoint"]) == UPDATES
+        assert updates_in(entry["checkpoint"]) == UPDATES and entry["valid"]["num_updates"] == UPDATES
+        assert 0.0 <= entry["valid"]["correct_m_0"] <= 1.0
         quality = entry["cluster_quality"]["valid"]
         assert 0.0 < quality["pnmi"] < 1.0 and quality["clusters"] <= n_clusters
         assert [layer["name"] for layer in entry["layers"]] == ["cnn", "block0_in", "block1", "block2"]

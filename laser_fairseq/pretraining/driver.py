@@ -255,7 +255,8 @@ class Driver:
         self.echo(f"[{stage.name}] fairseq-hydra-train, {iteration.max_update} updates; log: {log_path}")
         training.run_training(command, log_path, echo=self._echo_training)
         updates = training.export_final_model(save_dir, iteration.max_update, self.model_path(iteration))
-        self._finish(stage, [MODEL], {"updates": updates, "log": log_path})
+        self._finish(stage, [MODEL], {"updates": updates, "log": log_path,
+                                      "valid": training.last_valid_metrics(log_path)})
 
     def _echo_training(self, line: str):
         """fairseq's progress lines (hydra's log format tags them ``[train_inner]``, ``[valid]``, ``[train]``)."""

@@ -55,6 +55,7 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
             "checkpoint": model_path(iteration) if "train" in done else None,
             "seconds": {stage: stamp.get("seconds") for stage, stamp in done.items()},
             "kmeans": done["kmeans"].get("record") if "kmeans" in done else None,
+            "valid": done["train"].get("record", {}).get("valid") if "train" in done else None,
             "cluster_quality": done["labels"]["record"].get("quality") if "labels" in done else None,
             "layers": _layers(stage_dir(iteration.name, "analysis")) if "analysis" in done else None,
         }
@@ -140,9 +141,11 @@ def iteration_rows(summary: dict) -> List[List[str]]:
     for entry in summary["iterations"]:
         quality = _quality(entry) or {}
         kmeans = entry.get("kmeans") or {}
+        valid = entry.get("valid") or {}
         rows.append([
             entry["name"], entry["target"], str(entry["n_clusters"]), str(entry["max_update"]), entry["init"],
             _fmt(quality.get("pnmi")), _fmt(quality.get("phone_purity")), _fmt(quality.get("cluster_purity")),
+            _fmt(valid.get("correct_m_0")),
             _fmt(kmeans.get("fit_seconds"), 1), _fmt(entry["seconds"].get("train"), 1),
             _fmt(entry["pretraining_seconds"], 1), entry["status"],
         ])
@@ -150,7 +153,8 @@ def iteration_rows(summary: dict) -> List[List[str]]:
 
 
 ITERATION_HEADER = ["iteration", "targets", "clusters", "updates", "init", f"PNMI ({QUALITY_SPLIT})",
-                    "phone purity", "cluster purity", "k-means fit s", "train s", "pretraining s", "status"]
+                    "phone purity", "cluster purity", "masked acc", "k-means fit s", "train s", "pretraining s",
+                    "status"]
 
 
 def run_markdown(summary: dict) -> str:
@@ -161,7 +165,8 @@ def run_markdown(summary: dict) -> str:
     lines += ["", "## Iterations", ""]
     lines += _table(ITERATION_HEADER, iteration_rows(summary))
     lines += ["", "Cluster quality of each iteration's k-means targets against the frame phone labels "
-                  f"(`{QUALITY_SPLIT}.phn`); n/a when the corpus has none.", ""]
+                  f"(`{QUALITY_SPLIT}.phn`; n/a when the corpus has none); masked acc: the trained model's accuracy "
+                  "in predicting the targets of masked frames at its last validation.", ""]
     columns = _columns(summary)
     measures = measures_of([layer for _, layers in columns for layer in layers])
     for measure in measures:

@@ -123,6 +123,26 @@ def fresh_model(cfg: dict, dictionaries: list, seed: int):
     return task, task.build_model(cfg.model)
 
 
+def last_valid_metrics(log_path: str) -> dict:
+    """The numbers of the last validation line of a fairseq training log ({} if there is none)."""
+    metrics = {}
+    with open(log_path, encoding="utf-8") as log:
+        for line in log:
+            if "][valid][" in line and " | valid on " in line:
+                fields = [field.strip().split(" ", 1) for field in line.split(" | ")[2:]]
+                metrics = {key: float(value) for key, value in (f for f in fields if len(f) == 2)
+                           if _is_number(value)}
+    return metrics
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def write_init_checkpoint(previous_model: str, dictionary_path: str, label_rate: int, seed: int, path: str):
     """A fairseq checkpoint for the new label dictionary: the previous trunk, a fresh prediction head."""
     from fairseq.data.dictionary import Dictionary

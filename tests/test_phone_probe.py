@@ -67,14 +67,16 @@ def phone_runs(rng, utterances: int, classes: int = 8, frames: int = 120):
 
 
 def train_and_score(train_frames, train_labels, test_frames, test_labels, silence=0):
-    """Fit on the training utterances (every 5th holds out for the strength), score on the test ones."""
+    """Fit on the training utterances (every 5th, added last, chooses the shrinkage), score the test ones."""
     dim, classes = train_frames[0].shape[1], int(max(np.max(labels) for labels in train_labels)) + 1
-    fit, selection = phone_probe.ProbeStatistics(dim, classes), phone_probe.ProbeStatistics(dim, classes)
-    for index, (frames, labels) in enumerate(zip(train_frames, train_labels)):
-        (selection if index % 5 == 4 else fit).add(frames, labels)
-    probe = phone_probe.fit_probe(fit, selection)
+    trainer = phone_probe.ProbeTrainer(dim, classes)
+    for held_out in (False, True):
+        for index, (frames, labels) in enumerate(zip(train_frames, train_labels)):
+            if (index % 5 == 4) == held_out:
+                trainer.add(frames, labels, held_out)
+    probe = trainer.finish()
     scores = phone_probe.score([probe.predict(frames) for frames in test_frames], test_labels, silence)
-    chance = phone_probe.majority_chance((fit + selection).moments()[4], test_labels, silence)
+    chance = phone_probe.majority_chance(trainer.class_counts, test_labels, silence)
     return scores, chance, probe
 
 
@@ -94,7 +96,7 @@ def test_features_independent_of_the_labels_score_the_majority_chance():
     scores, chance, probe = train_and_score(noise[:100], train, noise[100:], test)
     assert chance.accuracy == pytest.approx(np.mean(np.concatenate(test) == 0))
     assert abs(scores.accuracy - chance.accuracy) < 0.01
-    assert probe.strength >= 1.0  # the held-out training sentences chose a strong penalty
+    assert probe.shrinkage >= 0.1  # the held-out training utterances chose a strong shrinkage
 
 
 def test_labels_shifted_by_a_few_frames_lower_the_accuracy():
@@ -120,46 +122,60 @@ def test_labels_shifted_by_a_few_frames_lower_the_accuracy():
     assert accuracy[3] < accuracy[0] - 0.2
 
 
-def direct_ridge(x, labels, classes, strength):
-    """Ridge on one-hot targets solved on the standardised data matrix itself, float64."""
+def direct_lda(x, labels, classes, shrinkage):
+    """LDA class scores computed on the data matrix itself: standardised frames, class means, the pooled
+    within-class covariance from the per-class deviations, float64."""
     mean, scale = x.mean(axis=0), x.std(axis=0)
     z = (x - mean) / scale
-    targets = np.eye(classes)[labels]
-    centred_z, centred_targets = z - z.mean(axis=0), targets - targets.mean(axis=0)
-    weight = np.linalg.solve(centred_z.T @ centred_z + strength * len(x) * np.eye(x.shape[1]),
-                             centred_z.T @ centred_targets)
-    return weight, mean, scale, targets.mean(axis=0)
+    means = np.stack([z[labels == k].mean(axis=0) for k in range(classes)], axis=1)
+    deviations = z - means.T[labels]
+    within = deviations.T @ deviations / len(z)
+    weight = np.linalg.solve(within + shrinkage * np.eye(x.shape[1]), means)
+    bias = np.log(np.bincount(labels, minlength=classes) / len(z)) - 0.5 * np.sum(means * weight, axis=0)
+    return lambda frames: (frames - mean) / scale @ weight + bias
 
 
-def test_closed_form_from_statistics_matches_a_direct_ridge_solve():
+def test_closed_form_from_streamed_statistics_matches_lda_on_the_data_matrix():
     rng = np.random.default_rng(3)
     classes, dim = 4, 6
     x = rng.normal(size=(900, dim)) * rng.uniform(0.1, 20, size=dim) + rng.uniform(-50, 50, size=dim)
     labels = rng.integers(0, classes, size=900)
-    x[:, 0] += 3.0 * labels  # some signal
-    fit_rows, held_rows = np.arange(700), np.arange(700, 900)
-    fit, selection = phone_probe.ProbeStatistics(dim, classes), phone_probe.ProbeStatistics(dim, classes)
-    for start in range(0, 700, 37):  # utterances of uneven length, several flushes
-        stop = min(start + 37, 700)
-        fit.add(x[start:stop].astype(np.float32), labels[start:stop])
-    selection.add(x[held_rows].astype(np.float32), labels[held_rows])
-    x = x.astype(np.float32).astype(np.float64)  # the statistics see the float32 frames
+    x[:, 0] += 2.0 * labels  # some signal
+    x[:, 1] += 1.5 * (labels == 2)
+    x = x.astype(np.float32)
+    trainer = phone_probe.ProbeTrainer(dim, classes)
+    for start in range(0, 700, 37):  # fitting utterances of uneven length, several buffer flushes
+        trainer.add(x[start:min(start + 37, 700)], labels[start:min(start + 37, 700)], held_out=False)
+    for start in (700, 800):
+        trainer.add(x[start:start + 100], labels[start:start + 100], held_out=True)
+    x = x.astype(np.float64)
 
-    # the strength: least held-out squared error, computed directly on the held-out frames
-    errors = {}
-    for strength in phone_probe.DEFAULT_STRENGTHS:
-        weight, mean, scale, bias = direct_ridge(x[fit_rows], labels[fit_rows], classes, strength)
-        residual = np.eye(classes)[labels[held_rows]] - ((x[held_rows] - mean) / scale @ weight + bias)
-        errors[strength] = float(np.sum(residual**2))
-        moments = phone_probe.standardised_moments(selection, *phone_probe.standardisation(fit))
-        assert phone_probe.squared_error(moments, weight, bias) == pytest.approx(errors[strength], rel=1e-9)
-    probe = phone_probe.fit_probe(fit, selection)
-    assert probe.strength == min(errors, key=errors.get)
+    # the shrinkage: the most held-out hits (ties: the strongest), counted directly
+    hits = {}
+    for shrinkage in phone_probe.DEFAULT_SHRINKAGES:
+        scores = direct_lda(x[:700], labels[:700], classes, shrinkage)(x[700:])
+        hits[shrinkage] = int(np.sum(np.argmax(scores, axis=1) == labels[700:]))
+    probe = trainer.finish()
+    assert probe.shrinkage == max(s for s, h in hits.items() if h == max(hits.values()))
+    assert len(set(hits.values())) > 1  # the choice mattered
 
-    weight, mean, scale, bias = direct_ridge(x, labels, classes, probe.strength)
-    expected_scores = (x - mean) / scale @ weight + bias
-    np.testing.assert_allclose(x @ probe.weight + probe.bias, expected_scores, atol=1e-8)
-    np.testing.assert_array_equal(probe.predict(x), np.argmax(expected_scores, axis=1))
+    expected = direct_lda(x, labels, classes, probe.shrinkage)(x)
+    np.testing.assert_allclose(x @ probe.weight + probe.bias, expected, rtol=1e-9, atol=1e-8)
+    np.testing.assert_array_equal(probe.predict(x), np.argmax(expected, axis=1))
+    assert list(trainer.class_counts) == list(np.bincount(labels, minlength=classes))
+    with pytest.raises(ValueError, match="before the held-out ones"):
+        trainer.add(x[:5], labels[:5], held_out=False)
+
+
+def test_classes_never_seen_in_training_are_never_predicted():
+    rng = np.random.default_rng(4)
+    labels = np.repeat([0, 2], 50)  # class 1 has no training frame
+    frames = np.eye(3)[labels] + 0.1 * rng.normal(size=(100, 3))
+    trainer = phone_probe.ProbeTrainer(3, 3)
+    trainer.add(frames[::2], labels[::2], held_out=False)
+    trainer.add(frames[1::2], labels[1::2], held_out=True)
+    probe = trainer.finish()
+    assert probe.bias[1] == -np.inf and set(probe.predict(np.eye(3) * 5)) <= {0, 2}
 
 
 # ------------------------------------------------------------------------------------------------- PER
@@ -531,11 +547,11 @@ def test_cli_reports_the_phone_probe_per_layer_beside_the_other_measures(labelle
 
     markdown = (out / "layers.md").read_text()
     assert "| phone acc A | phone acc B | Δ | PER A | PER B | Δ |" in markdown
-    assert "phone probe: ridge on 40 utterances" in markdown and f"always `{majority}`" in markdown
+    assert "phone probe: LDA on 40 utterances" in markdown and f"always `{majority}`" in markdown
     summary = json.loads((out / "summary.json").read_text())
     probe = summary["main"]["phone_probe"]
     assert probe["train_utterances"] == 40 and probe["classes"] == 3 and probe["test_frames"] == len(test_symbols)
-    assert set(probe["strengths"]) == {row["layer"] for row in rows}
+    assert set(probe["shrinkages"]) == {row["layer"] for row in rows}
     assert summary["main"]["layers"][0]["phone_acc"] == pytest.approx(float(rows[0]["phone_acc"]), abs=1e-4)
 
 

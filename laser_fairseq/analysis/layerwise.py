@@ -1,4 +1,4 @@
-"""The four measures for every layer of one upstream on one set of utterances.
+"""The measures for every layer of one upstream on one set of utterances.
 
 Per utterance (streamed, the perturbed copy's frames are dropped once used): the invariance of every
 layer, and the layer's frames, mean-pooled vector and log-mel frames are kept. Then per layer:
@@ -8,12 +8,13 @@ layer, and the layer's frames, mean-pooled vector and log-mel frames are kept. T
 - ``invariance``    mean over utterances of the DTW-aligned cosine similarity to the perturbed copy;
 - ``voice_probe``   sentence-grouped cross-validated ridge-probe accuracy of the voice id;
 - ``retrieval_map`` cross-voice same-sentence retrieval MAP;
-- ``phone_acc``     frame accuracy of a linear phone probe trained on other (training) sentences;
+- ``phone_acc``     frame accuracy of a linear (LDA) phone probe trained on other sentences' frames;
 - ``phone_per``     its phone error rate (repeats collapsed, silence dropped; lower is better).
 
 The phone probe's training utterances are encoded first (once, unperturbed) into per-layer sufficient
-statistics, so their frames are not kept. The label measures are None, with the reason in ``unavailable``, when the labels are missing or the
-utterances cannot support them (e.g. a single sentence).
+statistics, so their frames are not kept. The label measures are None, with the reason in
+``unavailable``, when the labels are missing or the utterances cannot support them (e.g. a single
+sentence).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class UpstreamAnalysis:
     retrieval_queries: Optional[int] = None
     phone_acc_chance: Optional[float] = None
     phone_per_chance: Optional[float] = None
-    phone_probe: Dict[str, object] = field(default_factory=dict)  # training data, classes, chosen strengths
+    phone_probe: Dict[str, object] = field(default_factory=dict)  # training data, classes, chosen shrinkages
     unavailable: Dict[str, str] = field(default_factory=dict)  # measure -> why it is not reported
     perturbations: List[dict] = field(default_factory=list)  # per utterance: index, speed, semitones
 
@@ -88,8 +89,8 @@ def analyze_upstream(
     measures are reported unavailable with the reason ``phone_labels_missing``."""
     names = layer_names(upstream.num_layers)
     utterances = utterance_set.utterances
-    probe_statistics = (
-        phone_probe_statistics(upstream, phone_labels, device, progress) if phone_labels is not None else None
+    phone_probes, class_counts = (
+        train_phone_probes(upstream, phone_labels, device, progress) if phone_labels is not None else (None, None)
     )
     frames: List[List[np.ndarray]] = [[] for _ in names]
     invariance: List[List[float]] = [[] for _ in names]
@@ -124,14 +125,15 @@ def analyze_upstream(
         }
     )
     if phone_labels is not None:
-        describe_phone_probe(analysis, phone_labels, probe_statistics[0])
+        describe_phone_probe(analysis, phone_labels, class_counts)
     for layer, name in enumerate(names):
         probe = None if probe_reason else measures.voice_probe(pooled_means(frames[layer]), voices, sentences)
         retrieval = None if retrieval_reason else measures.cross_voice_retrieval(frames[layer], voices, sentences)
         phones = None
         if phone_labels is not None:
-            phones = phone_probe_scores(probe_statistics[layer], frames[layer], phone_labels)
-            analysis.phone_probe["strengths"][name] = phones.strength
+            predicted = [phone_probes[layer].predict(utterance_frames) for utterance_frames in frames[layer]]
+            phones = phone_probe.score(predicted, phone_labels.test.labels, phone_labels.silence)
+            analysis.phone_probe["shrinkages"][name] = phone_probes[layer].shrinkage
         analysis.layers.append(
             LayerResult(
                 index=layer,
@@ -141,8 +143,8 @@ def analyze_upstream(
                 invariance=float(np.mean(invariance[layer])),
                 voice_probe=probe.accuracy if probe else None,
                 retrieval_map=retrieval.mean_average_precision if retrieval else None,
-                phone_acc=phones.scores.accuracy if phones else None,
-                phone_per=phones.scores.error_rate if phones else None,
+                phone_acc=phones.accuracy if phones else None,
+                phone_per=phones.error_rate if phones else None,
             )
         )
         if probe:
@@ -153,51 +155,29 @@ def analyze_upstream(
     return analysis
 
 
-LayerStatistics = Tuple[phone_probe.ProbeStatistics, phone_probe.ProbeStatistics]  # (fit, selection)
-
-
-def phone_probe_statistics(
+def train_phone_probes(
     upstream: BlockwiseUpstream, labels: PhoneProbeLabels, device: str, progress: Progress
-) -> List[LayerStatistics]:
-    """Per layer, the probe's (fit, selection) statistics over its training utterances (unperturbed)."""
+) -> Tuple[List[phone_probe.LinearProbe], np.ndarray]:
+    """(one probe per layer, the training class counts) from the probe's training utterances (unperturbed, streamed): the fitting
+    utterances first, then the held-out ones that choose the shrinkage."""
     train = labels.train
-    statistics: List[LayerStatistics] = []
-    for done, (utterance, frame_labels, held_out) in enumerate(
-        zip(train.utterances, train.labels, labels.selection), start=1
-    ):
+    trainers: List[phone_probe.ProbeTrainer] = []
+    order = np.argsort(labels.selection, kind="stable")  # fitting utterances first
+    for done, index in enumerate(order.tolist(), start=1):
+        utterance, frame_labels = train.utterances[index], train.labels[index]
         waveform = read_audio(utterance.path, SAMPLE_RATE, where=f"{train.manifest_path}:{utterance.line}")
         layers = layer_frames(upstream, waveform, device)
         check_frame_count(frame_labels, len(layers[0]), utterance, train.labels_path)
-        if not statistics:
-            statistics = [
-                (phone_probe.ProbeStatistics(f.shape[1], len(labels.symbols)),
-                 phone_probe.ProbeStatistics(f.shape[1], len(labels.symbols)))
-                for f in layers
-            ]
-        for layer, layer_frames_of_utterance in enumerate(layers):
-            statistics[layer][int(held_out)].add(layer_frames_of_utterance, frame_labels)
-        progress("encoding phone probe training utterances", done, len(train.utterances))
-    return statistics
+        if not trainers:
+            trainers = [phone_probe.ProbeTrainer(frames.shape[1], len(labels.symbols)) for frames in layers]
+        for trainer, frames in zip(trainers, layers):
+            trainer.add(frames, frame_labels, held_out=bool(labels.selection[index]))
+        progress("encoding phone probe training utterances", done, len(order))
+    return [trainer.finish() for trainer in trainers], trainers[0].class_counts
 
 
-@dataclass(frozen=True)
-class LayerPhoneScores:
-    scores: phone_probe.PhoneScores
-    strength: float
-
-
-def phone_probe_scores(
-    statistics: LayerStatistics, test_frames: List[np.ndarray], labels: PhoneProbeLabels
-) -> LayerPhoneScores:
-    """Fit the layer's probe on the training statistics and score it on the analysed utterances."""
-    probe = phone_probe.fit_probe(*statistics)
-    predicted = [probe.predict(frames) for frames in test_frames]
-    return LayerPhoneScores(phone_probe.score(predicted, labels.test.labels, labels.silence), probe.strength)
-
-
-def describe_phone_probe(analysis: UpstreamAnalysis, labels: PhoneProbeLabels, statistics: LayerStatistics):
+def describe_phone_probe(analysis: UpstreamAnalysis, labels: PhoneProbeLabels, class_counts: np.ndarray):
     """Chance levels (always the training majority class) and the probe's data, into ``analysis``."""
-    class_counts = sum(part.moments()[4] for part in statistics)
     chance = phone_probe.majority_chance(class_counts, labels.test.labels, labels.silence)
     analysis.phone_acc_chance = chance.accuracy
     analysis.phone_per_chance = None if math.isnan(chance.error_rate) else chance.error_rate
@@ -206,7 +186,7 @@ def describe_phone_probe(analysis: UpstreamAnalysis, labels: PhoneProbeLabels, s
         majority_class=labels.symbols[int(np.argmax(class_counts))],
         test_frames=chance.frames,
         test_reference_phones=chance.reference_phones,
-        strengths={},
+        shrinkages={},
     )
 
 

@@ -29,7 +29,7 @@ FRAME_HOP = 320  # samples: the CNN's stride (20 ms)
 SILENCE = "sil"
 LABELS_EXTENSION = "phn"
 DICT_NAME = "dict.phn.txt"
-SELECTION_EVERY = 5  # every 5th training group (sentence, else utterance) chooses the ridge strength
+SELECTION_EVERY = 5  # every 5th training group (sentence, else utterance) chooses the probe's shrinkage
 
 
 class FrameLabelError(ValueError):
@@ -168,7 +168,7 @@ class PhoneProbeLabels:
     symbols: List[str]
     test: LabelledUtterances
     train: LabelledUtterances
-    selection: np.ndarray  # (len(train.utterances),) bool: held out to choose the ridge strength
+    selection: np.ndarray  # (len(train.utterances),) bool: held out to choose the shrinkage
     settings: Dict[str, object] = field(default_factory=dict)
 
     @property
@@ -225,7 +225,7 @@ def load_phone_probe_labels(
         return None, (
             f"{len(candidates) - len(kept)} of the {len(candidates)} utterances of {train_manifest} share audio "
             f"or a sentence with the analysed ones; the rest has fewer than 2 sentences (the probe is scored on "
-            f"held-out sentences and chooses its ridge strength on held-out training sentences): analyse "
+            f"held-out sentences and chooses its shrinkage on held-out training sentences): analyse "
             f"another split (e.g. valid.tsv / test.tsv) or pass --probe-train-manifest"
         )
     train = LabelledUtterances(

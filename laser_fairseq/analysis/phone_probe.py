@@ -1,14 +1,17 @@
 """The phone probe: a linear frame classifier of phone labels, its frame accuracy and phone error rate.
 
-The classifier is ridge regression on one-hot phone targets with standardised features (argmax of the
-class scores), solved in closed form from sufficient statistics, so training frames are streamed and never
-kept: :class:`ProbeStatistics` accumulates, per layer, the frame count, the frame sum (C,), the raw second
-moment sum x x^T (C, C), the cross moment sum x y^T (C, P) and the class counts (P,), all in float64.
+The classifier is linear discriminant analysis (LDA): Gaussian classes with one shared covariance,
+shrunk towards the identity, on standardised features. Its class scores are linear in the frame,
+w_k^T z + b_k with w_k = (S_w + a I)^-1 m_k and b_k = log p_k - m_k^T w_k / 2 (m_k class means, S_w the
+pooled within-class covariance, p_k class frequencies, a the shrinkage), and it is solved in closed form
+from sufficient statistics, so training frames are streamed and never kept: :class:`ProbeStatistics`
+accumulates the frame count, the frame sum (C,), the raw second moment sum x x^T (C, C), the per-class
+frame sums (C, P) and the class counts (P,), all in float64.
 
-:func:`fit_probe` chooses the ridge strength on held-out training utterances (``selection``, never the
-test utterances) by their squared error, computed exactly from their statistics, then refits on all
-training frames. Strengths are relative: lambda = strength x the number of frames fitted (standardised
-features have unit variance, so this is a per-frame penalty comparable across layers and corpus sizes).
+The shrinkage is chosen by frame accuracy on held-out training utterances, never on the test utterances:
+:class:`ProbeTrainer` takes the fitting utterances first, then scores every candidate shrinkage on each
+held-out utterance as it arrives, and finally refits on all of them with the best one.
+(Measured against ridge regression on one-hot targets and softmax regression: docs/phone_probe.md.)
 
 The phone error rate collapses repeated frame labels into one phone, then drops silence, in both the
 prediction and the reference, and pools the edit distance over utterances:
@@ -23,12 +26,12 @@ from typing import List, Optional, Sequence, Tuple
 import editdistance
 import numpy as np
 
-DEFAULT_STRENGTHS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+DEFAULT_SHRINKAGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # added to the standardised covariance
 FLUSH_FRAMES = 2048  # frames buffered before one matmul: per-utterance products are too small to be fast
 
 
 class ProbeStatistics:
-    """Sufficient statistics of (frames, labels) pairs for ridge regression on one-hot targets."""
+    """Sufficient statistics of (frames, class labels) pairs for linear discriminant analysis."""
 
     def __init__(self, dim: int, num_classes: int):
         self.dim, self.num_classes = dim, num_classes
@@ -64,28 +67,16 @@ class ProbeStatistics:
         self._class_counts += np.bincount(y, minlength=self.num_classes)
 
     def moments(self) -> Tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(n, sum x, sum x x^T, sum x y^T, sum y) with y the one-hot targets."""
+        """(n, sum x, sum x x^T, sum x y^T, sum y) with y the one-hot class of x."""
         self._flush()
         return self._count, self._frame_sum, self._second_moment, self._cross_moment, self._class_counts
-
-    def __add__(self, other: "ProbeStatistics") -> "ProbeStatistics":
-        total = ProbeStatistics(self.dim, self.num_classes)
-        for part in (self, other):
-            n, s, xx, xy, c = part.moments()
-            total._count += n
-            total._frame_sum += s
-            total._second_moment += xx
-            total._cross_moment += xy
-            total._class_counts += c
-        return total
 
 
 @dataclass(frozen=True)
 class Standardised:
-    """Moments of some frames in the coordinates z = (x - mean) / scale of a (possibly other) frame set."""
+    """Moments of frames in the coordinates z = (x - mean) / scale."""
 
     count: int
-    z_sum: np.ndarray  # (C,)
     zz: np.ndarray  # (C, C) sum z z^T
     zy: np.ndarray  # (C, P) sum z y^T
     y_sum: np.ndarray  # (P,)
@@ -104,62 +95,75 @@ def standardisation(stats: ProbeStatistics) -> Tuple[np.ndarray, np.ndarray]:
 def standardised_moments(stats: ProbeStatistics, mean: np.ndarray, scale: np.ndarray) -> Standardised:
     n, s, xx, xy, c = stats.moments()
     centred = xx - np.outer(s, mean) - np.outer(mean, s) + n * np.outer(mean, mean)
-    return Standardised(n, (s - n * mean) / scale, centred / np.outer(scale, scale), (xy - np.outer(mean, c)) / scale[:, None], c)
-
-
-def squared_error(part: Standardised, weight: np.ndarray, bias: np.ndarray) -> float:
-    """sum over the part's frames of ||y - (W^T z + b)||^2, from its moments alone (y one-hot: ||y||^2 = 1)."""
-    return float(
-        part.count
-        - 2.0 * np.sum(weight * part.zy)
-        - 2.0 * bias @ part.y_sum
-        + np.sum(weight * (part.zz @ weight))
-        + 2.0 * bias @ (weight.T @ part.z_sum)
-        + part.count * bias @ bias
-    )
+    return Standardised(n, centred / np.outer(scale, scale), (xy - np.outer(mean, c)) / scale[:, None], c)
 
 
 @dataclass(frozen=True)
 class LinearProbe:
     weight: np.ndarray  # (C, P) on raw frames
-    bias: np.ndarray  # (P,)
-    strength: float  # the chosen relative ridge strength
+    bias: np.ndarray  # (P,), -inf for classes never seen in training
+    shrinkage: float
 
     def predict(self, frames: np.ndarray) -> np.ndarray:
         """(T, C) frames -> (T,) class indices."""
         return np.argmax(np.asarray(frames, dtype=np.float64) @ self.weight + self.bias, axis=1)
 
 
-def fit_probe(
-    fit: ProbeStatistics, selection: ProbeStatistics, strengths: Sequence[float] = DEFAULT_STRENGTHS
-) -> LinearProbe:
-    """Ridge probe: the strength with the least squared error on ``selection`` when fitted on ``fit``
-    (ties: the strongest), then refitted with that strength on both."""
-    strength = choose_strength(fit, selection, strengths)
-    total = fit + selection
-    mean, scale = standardisation(total)
-    part = standardised_moments(total, mean, scale)
-    regularised = part.zz + strength * part.count * np.eye(fit.dim)
-    target_mean = part.y_sum / part.count
-    weight = np.linalg.solve(regularised, part.zy - np.outer(part.z_sum, target_mean))
-    # back to raw frames: W^T (x - mean) / scale + b
-    raw_weight = weight / scale[:, None]
-    return LinearProbe(raw_weight, target_mean - mean @ raw_weight, float(strength))
+def discriminants(stats: ProbeStatistics, shrinkages: Sequence[float]) -> List[LinearProbe]:
+    """The LDA probe of these statistics for every shrinkage (one eigendecomposition for all)."""
+    mean, scale = standardisation(stats)
+    moments = standardised_moments(stats, mean, scale)
+    seen = moments.y_sum > 0
+    class_means = moments.zy[:, seen] / moments.y_sum[seen]  # (C, P_seen), z = (x - mean) / scale
+    within = (moments.zz - moments.zy[:, seen] @ class_means.T) / moments.count
+    eigenvalues, eigenvectors = np.linalg.eigh(within)
+    projected = eigenvectors.T @ class_means
+    log_prior = np.log(moments.y_sum[seen] / moments.count)
+    probes = []
+    for shrinkage in shrinkages:
+        weight = eigenvectors @ (projected / (np.clip(eigenvalues, 0.0, None) + shrinkage)[:, None])
+        bias = log_prior - 0.5 * np.sum(class_means * weight, axis=0)
+        raw_weight = np.zeros((stats.dim, stats.num_classes))
+        raw_bias = np.full(stats.num_classes, -np.inf)
+        raw_weight[:, seen] = weight / scale[:, None]  # w^T (x - mean) / scale + b on raw frames
+        raw_bias[seen] = bias - mean @ raw_weight[:, seen]
+        probes.append(LinearProbe(raw_weight, raw_bias, float(shrinkage)))
+    return probes
 
 
-def choose_strength(fit: ProbeStatistics, selection: ProbeStatistics, strengths: Sequence[float]) -> float:
-    mean, scale = standardisation(fit)
-    fitted = standardised_moments(fit, mean, scale)  # z_sum == 0 here: centred on its own mean
-    held_out = standardised_moments(selection, mean, scale)
-    eigenvalues, eigenvectors = np.linalg.eigh(fitted.zz)
-    projected = eigenvectors.T @ fitted.zy
-    bias = fitted.y_sum / fitted.count
-    errors = []
-    for strength in strengths:
-        weight = eigenvectors @ (projected / (np.clip(eigenvalues, 0.0, None) + strength * fitted.count)[:, None])
-        errors.append(squared_error(held_out, weight, bias))
-    best = min(errors)
-    return float(max(s for s, e in zip(strengths, errors) if e <= best * (1 + 1e-12)))
+class ProbeTrainer:
+    """One layer's probe from streamed utterances: every fitting utterance first, then the held-out ones,
+    which score each candidate shrinkage as they arrive and then join the final fit."""
+
+    def __init__(self, dim: int, num_classes: int, shrinkages: Sequence[float] = DEFAULT_SHRINKAGES):
+        self.statistics = ProbeStatistics(dim, num_classes)
+        self.shrinkages = tuple(shrinkages)
+        self._candidates: Optional[List[LinearProbe]] = None
+        self._hits = np.zeros(len(self.shrinkages), dtype=np.int64)
+
+    def add(self, frames: np.ndarray, labels: np.ndarray, held_out: bool):
+        """(T, C) frames and their (T,) class indices; ``held_out`` ones choose the shrinkage."""
+        if held_out:
+            if self._candidates is None:
+                self._candidates = discriminants(self.statistics, self.shrinkages)
+            for index, candidate in enumerate(self._candidates):
+                self._hits[index] += int(np.sum(candidate.predict(frames) == labels))
+        elif self._candidates is not None:
+            raise ValueError("every fitting utterance must be added before the held-out ones")
+        self.statistics.add(frames, labels)
+
+    def finish(self) -> LinearProbe:
+        """The probe refitted on every utterance with the shrinkage of the most held-out hits (ties: the
+        strongest)."""
+        if self._candidates is None:
+            raise ValueError("no held-out utterances: the shrinkage cannot be chosen")
+        best = self._hits.max()
+        shrinkage = max(s for s, hits in zip(self.shrinkages, self._hits) if hits == best)
+        return discriminants(self.statistics, [shrinkage])[0]
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return self.statistics.moments()[4]
 
 
 # --------------------------------------------------------------------------------------------- scores

@@ -142,7 +142,7 @@ def phone_probe_line(analysis: UpstreamAnalysis) -> str:
     """What the phone probe was trained on and its chance levels, for the markdown header."""
     probe = analysis.phone_probe
     return (
-        f"- phone probe: ridge on {probe['train_utterances']} utterances ({probe['train_frames']} frames) of "
+        f"- phone probe: LDA on {probe['train_utterances']} utterances ({probe['train_frames']} frames) of "
         f"`{probe['train_manifest']}`, {probe['classes']} phone classes; chance (always `{probe['majority_class']}`"
         f", the training majority): accuracy {_cell(analysis.phone_acc_chance)}, PER "
         f"{_cell(analysis.phone_per_chance)} on {probe['test_frames']} frames / {probe['test_reference_phones']} "

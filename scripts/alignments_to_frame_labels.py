@@ -14,7 +14,9 @@ optionally ARPAbet stress digits stripped (--strip-stress), then an optional `fr
 Writes <manifest stem>.phn beside each manifest and one dict.phn.txt (symbol counts over all the manifests)
 beside the first; these are the files scripts/analyze_layers.py reads for its phone probe
 (docs/phone_probe.md). Nothing is written unless every utterance converts; every problem is listed with
-its file and line. Existing outputs are replaced only with --force.
+its file and line. Existing outputs are replaced only with --force. When the only problem is utterances
+the aligner skipped, their audio paths (the manifests' first column) are written to unaligned.txt beside the
+dictionary, to filter the manifests with (docs/phone_probe.md).
 """
 
 import argparse
@@ -28,6 +30,7 @@ from laser_fairseq.analysis.alignments import (  # noqa: E402
     DEFAULT_SILENCE_NAMES,
     DEFAULT_TIER,
     AlignmentError,
+    MissingAlignments,
     PhoneMapping,
     convert_manifests,
     read_ctm,
@@ -40,6 +43,9 @@ from laser_fairseq.analysis.alignments import (  # noqa: E402
 from laser_fairseq.analysis.phone_labels import DICT_NAME, LABELS_EXTENSION, SILENCE, format_phone_dict  # noqa: E402
 from laser_fairseq.analysis.utterances import side_file_path  # noqa: E402
 from laser_fairseq.data.manifest import ManifestError, read_manifest  # noqa: E402
+
+
+UNALIGNED_NAME = "unaligned.txt"
 
 
 def parse_args(argv=None):
@@ -81,7 +87,11 @@ def alignment_source(args):
     """(utterance id -> Alignment or None, the ids available)."""
     if args.textgrids:
         index = textgrid_index(args.textgrids)
-        return (lambda utterance: textgrid_alignment(index[utterance], args.tier) if utterance in index else None), set(index)
+
+        def alignment_of(utterance):
+            return textgrid_alignment(index[utterance], args.tier) if utterance in index else None
+
+        return alignment_of, set(index)
     alignments = {}
     for path in args.ctm:
         for utterance, alignment in read_ctm(path).items():
@@ -121,6 +131,11 @@ def main(argv=None) -> int:
         mapping = PhoneMapping(frozenset(args.silence_names), args.strip_stress, table)
         alignment_of, available = alignment_source(args)
         converted = convert_manifests(manifests, alignment_of, mapping, args.duration_tolerance)
+    except MissingAlignments as error:
+        listing = os.path.join(os.path.dirname(paths["dict"]), UNALIGNED_NAME)
+        write_texts_atomically({listing: "".join(f"{relative}\n" for _, relative in error.unaligned)})
+        print(f"error: {error}\nall of them: {listing} (audio paths as in the manifests)", file=sys.stderr)
+        return 1
     except (AlignmentError, ManifestError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from laser_fairseq.analysis.alignments import (
     AlignmentError,
     PhoneMapping,
     Segment,
+    read_phone_map,
     read_textgrid,
     segments_to_frames,
     textgrid_alignment,
@@ -75,7 +76,7 @@ def train_and_score(train_frames, train_labels, test_frames, test_labels, silenc
             if (index % 5 == 4) == held_out:
                 trainer.add(frames, labels, held_out)
     probe = trainer.finish()
-    scores = phone_probe.score([probe.predict(frames) for frames in test_frames], test_labels, silence)
+    scores = phone_probe.score(phone_probe.predict_utterances(probe, test_frames), test_labels, silence)
     chance = phone_probe.majority_chance(trainer.class_counts, test_labels, silence)
     return scores, chance, probe
 
@@ -135,7 +136,8 @@ def direct_lda(x, labels, classes, shrinkage):
     return lambda frames: (frames - mean) / scale @ weight + bias
 
 
-def test_closed_form_from_streamed_statistics_matches_lda_on_the_data_matrix():
+def test_closed_form_from_streamed_statistics_matches_lda_on_the_data_matrix(monkeypatch):
+    monkeypatch.setattr(phone_probe, "FLUSH_FRAMES", 64)  # many buffer flushes and prediction chunks
     rng = np.random.default_rng(3)
     classes, dim = 4, 6
     x = rng.normal(size=(900, dim)) * rng.uniform(0.1, 20, size=dim) + rng.uniform(-50, 50, size=dim)
@@ -144,7 +146,7 @@ def test_closed_form_from_streamed_statistics_matches_lda_on_the_data_matrix():
     x[:, 1] += 1.5 * (labels == 2)
     x = x.astype(np.float32)
     trainer = phone_probe.ProbeTrainer(dim, classes)
-    for start in range(0, 700, 37):  # fitting utterances of uneven length, several buffer flushes
+    for start in range(0, 700, 37):  # fitting utterances of uneven length
         trainer.add(x[start:min(start + 37, 700)], labels[start:min(start + 37, 700)], held_out=False)
     for start in (700, 800):
         trainer.add(x[start:start + 100], labels[start:start + 100], held_out=True)
@@ -162,6 +164,9 @@ def test_closed_form_from_streamed_statistics_matches_lda_on_the_data_matrix():
     expected = direct_lda(x, labels, classes, probe.shrinkage)(x)
     np.testing.assert_allclose(x @ probe.weight + probe.bias, expected, rtol=1e-9, atol=1e-8)
     np.testing.assert_array_equal(probe.predict(x), np.argmax(expected, axis=1))
+    utterances = np.split(x, [1, 700, 2800 // 3, 850])  # chunked prediction = per-utterance prediction
+    for ours, frames in zip(phone_probe.predict_utterances(probe, utterances), utterances):
+        np.testing.assert_array_equal(ours, probe.predict(frames))
     assert list(trainer.class_counts) == list(np.bincount(labels, minlength=classes))
     with pytest.raises(ValueError, match="before the held-out ones"):
         trainer.add(x[:5], labels[:5], held_out=False)
@@ -432,11 +437,13 @@ def test_malformed_textgrids_are_reported_with_file_and_line(tmp_path, text, mes
 
 def test_segments_become_frames_by_the_label_time_and_bad_timings_are_refused():
     def alignment(*segments, duration=None):
-        return Alignment([Segment(s, e, p, f"a.ctm:{i + 1}") for i, (s, e, p) in enumerate(segments)], duration, "a.ctm")
+        items = [Segment(s, e, p, f"a.ctm:{i + 1}") for i, (s, e, p) in enumerate(segments)]
+        return Alignment(items, duration, "a.ctm")
 
     mapping = PhoneMapping(table={"AX": "AH"})
     # frame 15 takes its label at 0.3125 s, exactly the boundary: it belongs to the later segment
-    frames = segments_to_frames(alignment((0.3125, 0.5, "AX"), (0.0, 0.3125, "sp"), (0.5, 0.6, "T")), 16000, mapping).labels
+    unordered = alignment((0.3125, 0.5, "AX"), (0.0, 0.3125, "sp"), (0.5, 0.6, "T"))
+    frames = segments_to_frames(unordered, 16000, mapping).labels
     assert frames[14:16] == ["sil", "AH"] and frames[24:26] == ["AH", "T"] and frames[29:31] == ["T", "sil"]
     assert frames[30:] == ["sil"] * 19 and len(frames) == 49
     with pytest.raises(AlignmentError, match=r"a.ctm:2: segment \[0.2, 0.4\) overlaps \[0.0, 0.3\) of a.ctm:1"):
@@ -448,6 +455,19 @@ def test_segments_become_frames_by_the_label_time_and_bad_timings_are_refused():
         segments_to_frames(alignment((0.5, 0.4, "A")), 16000, mapping)
     with pytest.raises(AlignmentError, match="the TextGrid lasts 2.000 s but the audio 1.000 s"):
         segments_to_frames(alignment((0.0, 0.5, "A"), duration=2.0), 16000, mapping)
+
+
+def test_phone_map_file_is_read_with_comments_and_its_errors_are_named(tmp_path):
+    table = tmp_path / "map.txt"
+    table.write_text("# fold to 39\nAX AH\n\nIX IH\n")
+    mapping = PhoneMapping(strip_stress=True, table=read_phone_map(str(table)))
+    assert [mapping(p) for p in ["AX", "AH0", "IX", "IH2", "spn", " ", "ZH", "T2X"]] == [
+        "AH", "AH", "IH", "IH", "sil", "sil", "ZH", "T2X"]
+    table.write_text("AX AH\nAX AA\nIX\n")
+    with pytest.raises(AlignmentError) as error:
+        read_phone_map(str(table))
+    assert f"{table}:2: 'AX' is mapped twice" in str(error.value)
+    assert f"{table}:3: expected 'from to'" in str(error.value)
 
 
 def test_converter_script_writes_labels_the_probe_reads_and_refuses_bad_input(tmp_path, capsys):
@@ -487,11 +507,14 @@ def test_converter_script_writes_labels_the_probe_reads_and_refuses_bad_input(tm
     ctm.write_text("# utt start end phone\ns14_v1 0.0 0.5 AH0\ns14_v1 0.5 oops B\ns14_v2 0 1 AH1 extra\n")
     assert converter.main(["--manifest", *manifests, "--ctm", str(ctm), "--force"]) == 1
     err = capsys.readouterr().err
-    assert f"{ctm}:3: start and end must be numbers" in err and f"{ctm}:4: expected 'utterance_id start end phone'" in err
+    assert f"{ctm}:3: start and end must be numbers" in err
+    assert f"{ctm}:4: expected 'utterance_id start end phone'" in err
     ctm.write_text("s14_v1 0.0 0.5 AH0\ns14_v2 0.1 0.3 AH1\ns14_v2 0.3 0.6 sp\nother 0 1 X\n")
     assert converter.main(["--manifest", *manifests, "--ctm", str(ctm), "--force"]) == 1
     err = capsys.readouterr().err
-    assert "1 audio line(s) have no alignment" in err and f"{corpus / 'valid.tsv'}:2: no alignment for utterance 's14_v3'" in err
+    assert "1 audio line(s) have no alignment" in err
+    assert f"{corpus / 'valid.tsv'}:2: no alignment for utterance 's14_v3'" in err
+    assert (corpus / "unaligned.txt").read_text() == "s14_v3.flac\n"  # to filter the manifest with
     assert (corpus / "train.phn").read_text() == before
 
     assert converter.main(["--manifest", manifests[0], "--ctm", str(ctm), "--force"]) == 0
@@ -562,9 +585,10 @@ def test_cli_refuses_labels_that_do_not_match_the_frames(labelled_demo, tmp_path
     shutil.copytree(labelled_demo["corpus"], corpus)
     lines = (corpus / "valid.phn").read_text().splitlines()
     (corpus / "valid.phn").write_text("\n".join([lines[0], lines[1] + " sil"] + lines[2:]) + "\n")
-    argv = ["--checkpoint", labelled_demo["hubert"], "--manifest", str(corpus / "valid.tsv"), "--out", str(tmp_path / "o"),
-            "--probe-train-utterances", "5"]
-    with pytest.raises(SystemExit, match=rf"valid.phn:2 \(audio line .*valid.tsv:3, .*\): {len(lines[1].split()) + 1} frame labels"):
+    argv = ["--checkpoint", labelled_demo["hubert"], "--manifest", str(corpus / "valid.tsv"),
+            "--out", str(tmp_path / "o"), "--probe-train-utterances", "5"]
+    expected = len(lines[1].split()) + 1
+    with pytest.raises(SystemExit, match=rf"valid.phn:2 \(audio line .*valid.tsv:3, .*\): {expected} frame labels"):
         analyze_layers.main(argv)
 
     # a stale sample count that agrees with the labels: caught against the upstream's real frames
@@ -574,5 +598,6 @@ def test_cli_refuses_labels_that_do_not_match_the_frames(labelled_demo, tmp_path
     (corpus / "valid.tsv").write_text("\n".join(manifest) + "\n")
     (corpus / "valid.phn").write_text("\n".join([lines[0] + " sil sil"] + lines[1:]) + "\n")
     frames = len(lines[0].split())
-    with pytest.raises(SystemExit, match=rf"valid.phn:1: {frames + 2} frame labels, but the upstream gives {frames} frames"):
+    message = rf"valid.phn:1: {frames + 2} frame labels, but the upstream gives {frames} frames"
+    with pytest.raises(SystemExit, match=message):
         analyze_layers.main(argv)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +33,14 @@ OVERLAP_TOLERANCE = 1e-6  # seconds: adjacent segments written with rounded time
 
 class AlignmentError(ValueError):
     """Aligner output that cannot be converted; the message names the file and line."""
+
+
+class MissingAlignments(AlignmentError):
+    """Audio lines without an alignment; ``unaligned`` holds (manifest, its relative audio path) pairs."""
+
+    def __init__(self, message: str, unaligned: List[Tuple[Manifest, str]]):
+        super().__init__(message)
+        self.unaligned = unaligned
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,9 @@ def read_textgrid(path: str) -> TextGrid:
     file_type, line = tokens.take("string", "the file type 'ooTextFile'")
     object_class, _ = tokens.take("string", "the object class 'TextGrid'")
     if file_type != "ooTextFile" or object_class != "TextGrid":
-        raise AlignmentError(f"{path}:{line}: not a TextGrid text file (File type {file_type!r}, class {object_class!r})")
+        raise AlignmentError(
+            f"{path}:{line}: not a TextGrid text file (File type {file_type!r}, class {object_class!r})"
+        )
     xmin, _ = tokens.take("number", "the TextGrid's xmin")
     xmax, _ = tokens.take("number", "the TextGrid's xmax")
     exists, _ = tokens.take("flag", "<exists> or <absent>")
@@ -200,25 +210,30 @@ def textgrid_alignment(path: str, tier: Optional[str] = None) -> Alignment:
 # ------------------------------------------------------------------------------------------------ CTM
 
 
+def _data_lines(path: str) -> Iterator[Tuple[int, List[str]]]:
+    """(line number, whitespace-separated fields) of a text file, skipping blank lines and # comments."""
+    with open(path, encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            fields = text.split()
+            if fields and not fields[0].startswith("#"):
+                yield number, fields
+
+
 def read_ctm(path: str) -> Dict[str, Alignment]:
     """``utterance_id start end phone`` lines (times in seconds; blank lines and # comments skipped)."""
     segments: Dict[str, List[Segment]] = {}
     problems = []
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            fields = text.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            where = f"{path}:{number}"
-            if len(fields) != 4:
-                problems.append(f"{where}: expected 'utterance_id start end phone', got {len(fields)} field(s)")
-                continue
-            try:
-                start, end = float(fields[1]), float(fields[2])
-            except ValueError:
-                problems.append(f"{where}: start and end must be numbers (seconds), got {fields[1]!r} {fields[2]!r}")
-                continue
-            segments.setdefault(fields[0], []).append(Segment(start, end, fields[3], where))
+    for number, fields in _data_lines(path):
+        where = f"{path}:{number}"
+        if len(fields) != 4:
+            problems.append(f"{where}: expected 'utterance_id start end phone', got {len(fields)} field(s)")
+            continue
+        try:
+            start, end = float(fields[1]), float(fields[2])
+        except ValueError:
+            problems.append(f"{where}: start and end must be numbers (seconds), got {fields[1]!r} {fields[2]!r}")
+            continue
+        segments.setdefault(fields[0], []).append(Segment(start, end, fields[3], where))
     if problems:
         raise AlignmentError(summarize_problems(path, problems))
     return {utterance: Alignment(items, None, path) for utterance, items in segments.items()}
@@ -249,17 +264,13 @@ def read_phone_map(path: str) -> Dict[str, str]:
     """``from to`` lines (blank lines and # comments skipped)."""
     table: Dict[str, str] = {}
     problems = []
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            fields = text.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            if len(fields) != 2:
-                problems.append(f"{path}:{number}: expected 'from to', got {text.strip()[:80]!r}")
-            elif fields[0] in table:
-                problems.append(f"{path}:{number}: {fields[0]!r} is mapped twice")
-            else:
-                table[fields[0]] = fields[1]
+    for number, fields in _data_lines(path):
+        if len(fields) != 2:
+            problems.append(f"{path}:{number}: expected 'from to', got {len(fields)} field(s)")
+        elif fields[0] in table:
+            problems.append(f"{path}:{number}: {fields[0]!r} is mapped twice")
+        else:
+            table[fields[0]] = fields[1]
     if problems:
         raise AlignmentError(summarize_problems(path, problems))
     return table
@@ -331,7 +342,7 @@ def convert_manifests(
     tolerance: float = DEFAULT_DURATION_TOLERANCE,
 ) -> List[ConvertedManifest]:
     """Frame label lines of every audio line of every manifest; one AlignmentError lists every problem."""
-    converted, problems, missing = [], [], []
+    converted, problems, missing, unaligned = [], [], [], []
     seen: Dict[str, str] = {}
     for manifest in manifests:
         result = ConvertedManifest(manifest)
@@ -346,6 +357,7 @@ def convert_manifests(
                 alignment = alignment_of(utterance)
                 if alignment is None:
                     missing.append(f"{where}: no alignment for utterance {utterance!r}")
+                    unaligned.append((manifest, os.path.relpath(entry.path, manifest.root)))
                     continue
                 labelling = segments_to_frames(alignment, entry.num_samples, mapping, tolerance)
             except AlignmentError as problem:
@@ -364,6 +376,8 @@ def convert_manifests(
             f"{len(missing)} audio line(s) have no alignment (the aligner skipped them, or their ids differ); "
             f"first: {missing[0]}. Remove them from the manifest (and its side files) or align them"
         )
+    if unaligned and len(problems) == 1:
+        raise MissingAlignments(problems[0], unaligned)
     if problems:
         raise AlignmentError(summarize_problems("alignments", problems))
     return converted

@@ -131,7 +131,7 @@ def analyze_upstream(
         retrieval = None if retrieval_reason else measures.cross_voice_retrieval(frames[layer], voices, sentences)
         phones = None
         if phone_labels is not None:
-            predicted = [phone_probes[layer].predict(utterance_frames) for utterance_frames in frames[layer]]
+            predicted = phone_probe.predict_utterances(phone_probes[layer], frames[layer])
             phones = phone_probe.score(predicted, phone_labels.test.labels, phone_labels.silence)
             analysis.phone_probe["shrinkages"][name] = phone_probes[layer].shrinkage
         analysis.layers.append(
@@ -158,8 +158,8 @@ def analyze_upstream(
 def train_phone_probes(
     upstream: BlockwiseUpstream, labels: PhoneProbeLabels, device: str, progress: Progress
 ) -> Tuple[List[phone_probe.LinearProbe], np.ndarray]:
-    """(one probe per layer, the training class counts) from the probe's training utterances (unperturbed, streamed): the fitting
-    utterances first, then the held-out ones that choose the shrinkage."""
+    """(one probe per layer, the training class counts) from the probe's training utterances, unperturbed
+    and streamed: the fitting utterances first, then the held-out ones that choose the shrinkage."""
     train = labels.train
     trainers: List[phone_probe.ProbeTrainer] = []
     order = np.argsort(labels.selection, kind="stable")  # fitting utterances first

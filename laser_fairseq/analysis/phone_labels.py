@@ -196,12 +196,14 @@ def load_phone_probe_labels(
     """
     manifest_path = utterance_set.manifest_path
     folder = os.path.dirname(os.path.abspath(manifest_path))
-    labels_path, reason = _given_or_default(labels_path, side_file_path(manifest_path, LABELS_EXTENSION), "--phone-labels")
+    default_labels = side_file_path(manifest_path, LABELS_EXTENSION)
+    labels_path, reason = _given_or_default(labels_path, default_labels, "--phone-labels")
     if reason:
         return None, f"no frame labels ({reason})"
     dict_path = dict_path or os.path.join(folder, DICT_NAME)
     symbols = read_phone_dict(dict_path)
-    train_manifest, reason = _given_or_default(train_manifest, os.path.join(folder, "train.tsv"), "--probe-train-manifest")
+    default_train = os.path.join(folder, "train.tsv")
+    train_manifest, reason = _given_or_default(train_manifest, default_train, "--probe-train-manifest")
     if reason:
         return None, f"no training utterances for the probe ({reason})"
     train_labels_path, reason = _given_or_default(
@@ -228,9 +230,10 @@ def load_phone_probe_labels(
             f"held-out sentences and chooses its shrinkage on held-out training sentences): analyse "
             f"another split (e.g. valid.tsv / test.tsv) or pass --probe-train-manifest"
         )
+    train_indices = [u.index for u in chosen]
     train = LabelledUtterances(
         chosen,
-        read_frame_labels(train_labels_path, read_manifest(train_manifest), symbols, dict_path, [u.index for u in chosen]),
+        read_frame_labels(train_labels_path, read_manifest(train_manifest), symbols, dict_path, train_indices),
         train_labels_path,
         train_manifest,
     )

@@ -30,6 +30,29 @@ DEFAULT_SHRINKAGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # added to the s
 FLUSH_FRAMES = 2048  # frames buffered before one matmul: per-utterance products are too small to be fast
 
 
+class FrameBuffer:
+    """Collects the (frames, labels) of utterances and hands them over as one float64 batch."""
+
+    def __init__(self):
+        self._parts: List[Tuple[np.ndarray, np.ndarray]] = []
+        self._frames = 0
+
+    def add(self, frames: np.ndarray, labels: np.ndarray) -> bool:
+        """Keep an utterance's (T, C) frames and (T,) labels; True once FLUSH_FRAMES frames are waiting."""
+        self._parts.append((frames, np.asarray(labels)))
+        self._frames += len(frames)
+        return self._frames >= FLUSH_FRAMES
+
+    def take(self) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """((N, C) float64 frames, (N,) labels) of everything waiting, or None; empties the buffer."""
+        if not self._parts:
+            return None
+        frames = np.concatenate([frames for frames, _ in self._parts]).astype(np.float64)
+        labels = np.concatenate([labels for _, labels in self._parts])
+        self._parts, self._frames = [], 0
+        return frames, labels
+
+
 class ProbeStatistics:
     """Sufficient statistics of (frames, class labels) pairs for linear discriminant analysis."""
 
@@ -40,24 +63,20 @@ class ProbeStatistics:
         self._second_moment = np.zeros((dim, dim))
         self._cross_moment = np.zeros((dim, num_classes))
         self._class_counts = np.zeros(num_classes)
-        self._pending: List[Tuple[np.ndarray, np.ndarray]] = []
-        self._pending_frames = 0
+        self._buffer = FrameBuffer()
 
     def add(self, frames: np.ndarray, labels: np.ndarray):
         """(T, C) frames with their (T,) class indices."""
         if frames.ndim != 2 or frames.shape[1] != self.dim or len(labels) != len(frames):
             raise ValueError(f"expected (T, {self.dim}) frames and T labels, got {frames.shape} and {len(labels)}")
-        self._pending.append((frames, np.asarray(labels)))
-        self._pending_frames += len(frames)
-        if self._pending_frames >= FLUSH_FRAMES:
+        if self._buffer.add(frames, labels):
             self._flush()
 
     def _flush(self):
-        if not self._pending:
+        batch = self._buffer.take()
+        if batch is None:
             return
-        x = np.concatenate([frames for frames, _ in self._pending]).astype(np.float64)
-        y = np.concatenate([labels for _, labels in self._pending])
-        self._pending, self._pending_frames = [], 0
+        x, y = batch
         self._count += len(x)
         self._frame_sum += x.sum(axis=0)
         self._second_moment += x.T @ x
@@ -131,32 +150,68 @@ def discriminants(stats: ProbeStatistics, shrinkages: Sequence[float]) -> List[L
     return probes
 
 
+def predict_utterances(probe: LinearProbe, sequences: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """Per utterance (T_u, C) frames -> (T_u,) class indices, a few thousand frames per matmul (small
+    products are dominated by BLAS threading overhead)."""
+    predicted: List[np.ndarray] = []
+    for chunk in _chunks(sequences):
+        labels = probe.predict(np.concatenate(chunk))
+        predicted += np.split(labels, np.cumsum([len(frames) for frames in chunk])[:-1])
+    return predicted
+
+
+def _chunks(sequences: Sequence[np.ndarray]):
+    """Consecutive groups of sequences holding at least FLUSH_FRAMES frames (the last may hold fewer)."""
+    chunk, frames = [], 0
+    for sequence in sequences:
+        chunk.append(sequence)
+        frames += len(sequence)
+        if frames >= FLUSH_FRAMES:
+            yield chunk
+            chunk, frames = [], 0
+    if chunk:
+        yield chunk
+
+
 class ProbeTrainer:
     """One layer's probe from streamed utterances: every fitting utterance first, then the held-out ones,
-    which score each candidate shrinkage as they arrive and then join the final fit."""
+    which score each candidate shrinkage and then join the final fit."""
 
     def __init__(self, dim: int, num_classes: int, shrinkages: Sequence[float] = DEFAULT_SHRINKAGES):
         self.statistics = ProbeStatistics(dim, num_classes)
         self.shrinkages = tuple(shrinkages)
         self._candidates: Optional[List[LinearProbe]] = None
         self._hits = np.zeros(len(self.shrinkages), dtype=np.int64)
+        self._held_out = FrameBuffer()  # held-out frames not scored yet
 
     def add(self, frames: np.ndarray, labels: np.ndarray, held_out: bool):
         """(T, C) frames and their (T,) class indices; ``held_out`` ones choose the shrinkage."""
         if held_out:
             if self._candidates is None:
                 self._candidates = discriminants(self.statistics, self.shrinkages)
-            for index, candidate in enumerate(self._candidates):
-                self._hits[index] += int(np.sum(candidate.predict(frames) == labels))
+            if self._held_out.add(frames, labels):
+                self._score_held_out()
         elif self._candidates is not None:
             raise ValueError("every fitting utterance must be added before the held-out ones")
         self.statistics.add(frames, labels)
+
+    def _score_held_out(self):
+        """Held-out hits of every candidate, all candidates in one matmul."""
+        batch = self._held_out.take()
+        if batch is None:
+            return
+        frames, labels = batch
+        weights = np.concatenate([c.weight for c in self._candidates], axis=1)  # (C, K P)
+        biases = np.concatenate([c.bias for c in self._candidates])
+        scores = (frames @ weights + biases).reshape(len(frames), len(self._candidates), -1)
+        self._hits += np.sum(np.argmax(scores, axis=2) == labels[:, None], axis=0)
 
     def finish(self) -> LinearProbe:
         """The probe refitted on every utterance with the shrinkage of the most held-out hits (ties: the
         strongest)."""
         if self._candidates is None:
             raise ValueError("no held-out utterances: the shrinkage cannot be chosen")
+        self._score_held_out()
         best = self._hits.max()
         shrinkage = max(s for s, hits in zip(self.shrinkages, self._hits) if hits == best)
         return discriminants(self.statistics, [shrinkage])[0]

@@ -21,9 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.manifest import Manifest, read_manifest, summarize_problems
+from .features import SAMPLE_RATE
 from .utterances import Utterance, UtteranceSet, load_utterances, side_file_path
 
-SAMPLE_RATE = 16_000
 FRAME_WINDOW = 400  # samples: the CNN's receptive field (25 ms)
 FRAME_HOP = 320  # samples: the CNN's stride (20 ms)
 SILENCE = "sil"

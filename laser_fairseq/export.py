@@ -559,7 +559,7 @@ def export_checkpoint(
 
         difference = write_hf_export(plan, output, extra_safe_globals)
         notes.append(f"transformers loads it with no missing/unexpected keys; hidden states of every layer within "
-                     f"{difference:.2g} of LASER's upstream on a padded batch")
+                     f"{difference:.2g} of LASER's upstream on a padded batch (relative where |h| > 1)")
     else:
         write_verified(CHECKPOINT_BUILDERS[plan.fmt](plan.source, plan.merged), output, plan)
     report = build_report(plan, output)

@@ -62,7 +62,9 @@ EXPECTED_UPSTREAMS = (
     "LASER expects an original fairseq HuBERT checkpoint (e.g. hubert_base_ls960.pt), a unilm WavLM "
     "checkpoint (e.g. WavLM-Base.pt) or a Hugging Face HubertModel / WavLMModel directory"
 )
-_FETCH_AGAIN = f"if it is a truncated or corrupt copy (an interrupted download or copy), fetch it again; {EXPECTED_UPSTREAMS}"
+_FETCH_AGAIN = (
+    f"if it is a truncated or corrupt copy (an interrupted download or copy), fetch it again; {EXPECTED_UPSTREAMS}"
+)
 
 
 def _unreadable(path: str, reason: str) -> str:

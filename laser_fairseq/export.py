@@ -441,7 +441,8 @@ def _verify_fairseq_bookkeeping(state: dict, source_state: dict, path: str):
     history = state.get("optimizer_history") or [{}]
     if "lr_scheduler_state" not in history[-1] or "extra_state" not in state:
         problems.append("optimizer_history / extra_state missing")
-    if ("task_state" in state) != ("task_state" in source_state) or _label_symbols(state) != _label_symbols(source_state):
+    same_presence = ("task_state" in state) == ("task_state" in source_state)
+    if not same_presence or _label_symbols(state) != _label_symbols(source_state):
         problems.append("task_state (label dictionaries) differs from the source's")
     if problems:
         raise ExportVerificationError(f"{path}: not a loadable fairseq HuBERT checkpoint: {'; '.join(problems)}")

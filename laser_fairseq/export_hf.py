@@ -6,9 +6,9 @@ HF directory) or is mapped from the fairseq / unilm cfg; ``save_pretrained`` wri
 model.safetensors, next to a ``preprocessor_config.json`` (the source's own, else a Wav2Vec2FeatureExtractor
 whose ``do_normalize`` is the upstream's waveform normalisation). Before the directory is moved into place
 it is read back with ``from_pretrained(..., output_loading_info=True)`` and must show no missing, unexpected
-or mismatched keys, every tensor equal to the merge, and hidden states of every layer within 1e-5 of ours (relative to the activations' magnitude where it
-exceeds 1: float32 round-off of two attention implementations grows with it, e.g. 1.7e-5 absolute at
-magnitude 24 in a WavLM-Large-sized model).
+or mismatched keys, every tensor equal to the merge, and hidden states of every layer within 1e-5 of ours
+(relative to the activations' magnitude where it exceeds 1: the float32 round-off of two attention
+implementations grows with it, e.g. 1.7e-5 absolute at magnitude 24 in a WavLM-Large-sized model).
 
 Padding: our upstream runs each utterance's CNN on its own samples. transformers does the equivalent for
 layer-norm CNNs (Large models) when given an ``attention_mask``, so there the padded batch is compared as a
@@ -42,6 +42,7 @@ from .models.hf_checkpoint import (
     PRETRAINING_HEAD,
     from_hf_names,
     hf_config_from_original,
+    load_hf_model,
     to_hf_names,
 )
 from .models.upstream import FAIRSEQ, HF, HUBERT, S3PRL, load_weights, upstream_from_source
@@ -145,14 +146,10 @@ def check_directory(path: str, plan: ExportPlan, ours: BlockwiseUpstream) -> flo
     """Load ``path`` with transformers and check keys, tensors and hidden states (ExportVerificationError);
     the hidden states are computed from waveforms normalised as the directory's preprocessor_config.json
     says. Returns the largest hidden-state difference."""
-    model_class = getattr(_transformers(), HF_MODEL_CLASSES[plan.source.kind])
     try:
-        model, info = model_class.from_pretrained(path, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise ExportVerificationError(f"{path}: transformers cannot load it: {error}") from None
-    problems = {name: info.get(name) for name in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(name)}
-    if problems:
-        raise ExportVerificationError(f"{path}: transformers reports {problems}")
+        model = load_hf_model(plan.source.kind, path)
+    except CheckpointError as error:
+        raise ExportVerificationError(str(error)) from None
     cnn_layer_norm = model.config.feat_extract_norm == "layer"
     written = from_hf_names(model.state_dict(), cnn_layer_norm, path)
     keys = [key for key in plan.source.weights if _has_hf_counterpart(key, model)]

@@ -38,7 +38,8 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--upstream", default=None,
-        help="the original upstream checkpoint the LASER run started from (default: the path recorded in the "
+        help="the original upstream the LASER run started from, a file or a Hugging Face directory (default: the "
+             "path recorded in the "
              "LASER checkpoint, cfg.model.upstream_path)",
     )
     parser.add_argument(

@@ -92,7 +92,8 @@ def start_laser_run(upstream: str, run_dir: str, max_update: int = 2) -> subproc
     from run_demo import demo_train_command
 
     os.makedirs(run_dir, exist_ok=True)
-    command = demo_train_command(upstream, run_dir, max_update, ["dataset.batch_size=2", "dataset.disable_validation=true"])
+    overrides = ["dataset.batch_size=2", "dataset.disable_validation=true"]
+    command = demo_train_command(upstream, run_dir, max_update, overrides)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     log = open(f"{run_dir}.log", "w")
     return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -171,8 +171,9 @@ def test_a_fine_tuned_hubert_ctc_checkpoint_is_named_with_its_pretrained_upstrea
     path = tmp_path / f"{name}.pt"
     save_hubert_ctc(shapes["original"], str(path), name=name)
     assert any(key.startswith("w2v_encoder.w2v_model.encoder.layers.") for key in load_checkpoint(str(path))["model"])
-    with pytest.raises(CheckpointError, match=rf"{path}: this is a fine-tuned HuBERT CTC checkpoint: .* pass the "
-                                             rf"pretrained upstream it was fine-tuned from \(its w2v_path: {shapes['original']}\)"):
+    expected = rf"{path}: this is a fine-tuned HuBERT CTC checkpoint: .* pass the pretrained upstream it was " \
+               rf"fine-tuned from \(its w2v_path: {shapes['original']}\)"
+    with pytest.raises(CheckpointError, match=expected):
         build_upstream(str(path))
 
 

@@ -19,7 +19,6 @@ from safetensors.torch import load_file, save_file
 from checkpoint_shapes import REPO, max_difference_to_transformers, padded_batch, start_laser_run, wait_laser_runs
 from laser_fairseq.checkpoint_io import CheckpointError, load_checkpoint
 from laser_fairseq.export import ExportError, ExportVerificationError, export_checkpoint, verify_export
-from laser_fairseq.models.hf_checkpoint import from_hf_names
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.models.upstream import build_upstream, read_upstream_source
 from laser_fairseq.tiny_upstream import save_tiny_hf_directory
@@ -61,10 +60,12 @@ def legacy_names_copy(directory: str, output: str) -> str:
     os.makedirs(output)
     shutil.copy(os.path.join(directory, "config.json"), output)
     weights = load_file(os.path.join(directory, "model.safetensors"))
-    legacy = {
-        key.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): value
-        for key, value in weights.items()
-    }
+    renames = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
+    legacy = {}
+    for key, value in weights.items():
+        for new, old in renames.items():
+            key = key.replace(new, old)
+        legacy[key] = value
     assert "encoder.pos_conv_embed.conv.weight_g" in legacy
     torch.save(legacy, os.path.join(output, "pytorch_model.bin"))
     return output
@@ -114,7 +115,9 @@ def test_a_large_like_padded_batch_equals_transformers_with_an_attention_mask(hf
         output = model(normalized, attention_mask=(~mask).long(), output_hidden_states=True)
     theirs = list(output.hidden_states[:-1]) + [output.last_hidden_state]
     frames = model._get_feat_extract_output_lengths(lengths).tolist()
-    difference = max((a[row, :n] - b[row, :n]).abs().max().item() for a, b in zip(ours, theirs) for row, n in enumerate(frames))
+    difference = max(
+        (a[row, :n] - b[row, :n]).abs().max().item() for a, b in zip(ours, theirs) for row, n in enumerate(frames)
+    )
     assert difference <= ATOL
 
 
@@ -155,7 +158,8 @@ def from_hf_trained(laser: str, kind: str, config) -> dict:
     from laser_fairseq.models.hf_checkpoint import to_hf_names
 
     prefix = "upstream.model." if kind == "hubert" else "upstream."
-    weights = {key[len(prefix):]: value for key, value in load_checkpoint(laser)["model"].items() if key.startswith(prefix)}
+    state = load_checkpoint(laser)["model"]
+    weights = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     return to_hf_names(weights, cnn_layer_norm=config.feat_extract_norm == "layer")
 
 

@@ -99,26 +99,38 @@ def conv_spec_string(dims, kernels, strides) -> str:
     return "[" + ", ".join(f"({d}, {k}, {s})" for d, k, s in zip(dims, kernels, strides)) + "]"
 
 
+# fairseq HubertConfig / unilm WavLM cfg field -> the transformers config field holding the same value
+SAME_VALUE_FIELDS = {
+    "encoder_layers": "num_hidden_layers",
+    "encoder_embed_dim": "hidden_size",
+    "encoder_ffn_embed_dim": "intermediate_size",
+    "encoder_attention_heads": "num_attention_heads",
+    "activation_fn": "hidden_act",
+    "layer_norm_first": "do_stable_layer_norm",
+    "conv_bias": "conv_bias",
+    "conv_pos": "num_conv_pos_embeddings",
+    "conv_pos_groups": "num_conv_pos_embedding_groups",
+    "dropout": "hidden_dropout",
+    "attention_dropout": "attention_dropout",
+    "activation_dropout": "activation_dropout",
+    "dropout_input": "feat_proj_dropout",
+    "encoder_layerdrop": "layerdrop",
+}
+WAVLM_SAME_VALUE_FIELDS = {"num_buckets": "num_buckets", "max_distance": "max_bucket_distance"}
+EXTRACTOR_MODES = {"default": "group", "layer_norm": "layer"}  # extractor_mode -> feat_extract_norm
+
+
 def original_cfg_from_hf(config) -> dict:
     """The fairseq HubertConfig / unilm WavLM cfg fields an HF config determines (architecture and dropout)."""
-    return dict(
-        extractor_mode="default" if config.feat_extract_norm == "group" else "layer_norm",
-        encoder_layers=config.num_hidden_layers,
-        encoder_embed_dim=config.hidden_size,
-        encoder_ffn_embed_dim=config.intermediate_size,
-        encoder_attention_heads=config.num_attention_heads,
-        activation_fn=config.hidden_act,
-        layer_norm_first=config.do_stable_layer_norm,
+    cfg = {original: getattr(config, hf) for original, hf in SAME_VALUE_FIELDS.items()}
+    modes = {norm: mode for mode, norm in EXTRACTOR_MODES.items()}
+    cfg.update(
+        extractor_mode=modes[config.feat_extract_norm],
         conv_feature_layers=conv_spec_string(config.conv_dim, config.conv_kernel, config.conv_stride),
-        conv_bias=config.conv_bias,
-        conv_pos=config.num_conv_pos_embeddings,
-        conv_pos_groups=config.num_conv_pos_embedding_groups,
-        dropout=config.hidden_dropout,
-        attention_dropout=config.attention_dropout,
-        activation_dropout=config.activation_dropout,
-        dropout_input=config.feat_proj_dropout,
-        encoder_layerdrop=config.layerdrop,
     )
+    if config.model_type == "wavlm":
+        cfg.update({original: getattr(config, hf) for original, hf in WAVLM_SAME_VALUE_FIELDS.items()})
+    return cfg
 
 
 def hf_config_from_original(kind: str, cfg: dict) -> dict:
@@ -128,39 +140,26 @@ def hf_config_from_original(kind: str, cfg: dict) -> dict:
     """
     check_hf_expressible(kind, cfg)
     layers = parse_conv_feature_layers(cfg["conv_feature_layers"])
-    fields = dict(
+    fields = {hf: cfg[original] for original, hf in SAME_VALUE_FIELDS.items()}
+    fields.update(
         architectures=[HF_MODEL_CLASSES[kind]],
-        hidden_size=cfg["encoder_embed_dim"],
-        num_hidden_layers=cfg["encoder_layers"],
-        num_attention_heads=cfg["encoder_attention_heads"],
-        intermediate_size=cfg["encoder_ffn_embed_dim"],
-        hidden_act=cfg["activation_fn"],
-        hidden_dropout=cfg["dropout"],
-        attention_dropout=cfg["attention_dropout"],
-        activation_dropout=cfg["activation_dropout"],
-        feat_proj_dropout=cfg["dropout_input"],
-        layerdrop=cfg["encoder_layerdrop"],
-        feat_extract_norm="group" if cfg["extractor_mode"] == "default" else "layer",
+        feat_extract_norm=EXTRACTOR_MODES[cfg["extractor_mode"]],
         feat_extract_activation="gelu",
         conv_dim=[dim for dim, _, _ in layers],
         conv_kernel=[kernel for _, kernel, _ in layers],
         conv_stride=[stride for _, _, stride in layers],
-        conv_bias=cfg["conv_bias"],
-        num_conv_pos_embeddings=cfg["conv_pos"],
-        num_conv_pos_embedding_groups=cfg["conv_pos_groups"],
-        do_stable_layer_norm=cfg["layer_norm_first"],
         layer_norm_eps=1e-5,
     )
     if kind == "hubert":
         fields.update(feat_proj_layer_norm=True, conv_pos_batch_norm=False)
     else:
-        fields.update(num_buckets=cfg["num_buckets"], max_bucket_distance=cfg["max_distance"])
+        fields.update({hf: cfg[original] for original, hf in WAVLM_SAME_VALUE_FIELDS.items()})
     return fields
 
 
 def check_hf_expressible(kind: str, cfg: dict):
     problems = []
-    if cfg["extractor_mode"] not in ("default", "layer_norm"):
+    if cfg["extractor_mode"] not in EXTRACTOR_MODES:
         problems.append(f"extractor_mode={cfg['extractor_mode']!r}")
     if cfg["activation_fn"] not in SUPPORTED_ACTIVATIONS:
         problems.append(f"activation_fn={cfg['activation_fn']!r}")
@@ -173,13 +172,15 @@ def check_hf_expressible(kind: str, cfg: dict):
     if kind == "wavlm" and not (cfg["relative_position_embedding"] and cfg["gru_rel_pos"]):
         problems.append("relative_position_embedding / gru_rel_pos off (transformers' WavLM always has both)")
     if problems:
-        raise CheckpointError(f"transformers' {HF_MODEL_CLASSES[kind]} cannot express this {kind}: {'; '.join(problems)}")
+        raise CheckpointError(
+            f"transformers' {HF_MODEL_CLASSES[kind]} cannot express this {kind}: {'; '.join(problems)}"
+        )
 
 
 def check_supported_hf_config(config, path: str):
     """CheckpointError naming every HF option fairseq's HuBERT / unilm's WavLM cannot express."""
     problems = []
-    if config.feat_extract_norm not in ("group", "layer"):
+    if config.feat_extract_norm not in EXTRACTOR_MODES.values():
         problems.append(f"feat_extract_norm={config.feat_extract_norm!r}")
     if config.feat_extract_activation != "gelu" or config.hidden_act not in SUPPORTED_ACTIVATIONS:
         problems.append(f"feat_extract_activation={config.feat_extract_activation!r}, hidden_act={config.hidden_act!r}")
@@ -235,7 +236,7 @@ def read_hf_directory(path: str):
     """(kind, original-format checkpoint dict, HF config dict) of a HubertModel / WavLMModel directory."""
     raw = read_hf_config(path)
     kind = raw["model_type"]
-    model = _load_hf_model(kind, path)
+    model = load_hf_model(kind, path)
     config = model.config
     check_supported_hf_config(config, path)
     cnn_layer_norm = config.feat_extract_norm == "layer"
@@ -250,14 +251,14 @@ def read_hf_directory(path: str):
         state = {"cfg": {"model": dict(cfg, label_rate=50.0), "task": task}, "model": weights}
     else:
         unilm = dict(cfg, normalize=normalize, relative_position_embedding=True, gru_rel_pos=True,
-                     num_buckets=config.num_buckets, max_distance=config.max_bucket_distance,
                      mask_prob=config.mask_time_prob, mask_length=config.mask_time_length,
                      mask_channel_prob=config.mask_feature_prob, mask_channel_length=config.mask_feature_length)
         state = {"cfg": WavLMConfig.from_dict(unilm).to_dict(), "model": weights}
     return kind, state, config.to_dict()
 
 
-def _load_hf_model(kind: str, path: str):
+def load_hf_model(kind: str, path: str):
+    """transformers' HubertModel / WavLMModel from ``path``; CheckpointError unless every weight loads."""
     try:
         import transformers
     except ImportError:
@@ -269,7 +270,7 @@ def _load_hf_model(kind: str, path: str):
         model, info = model_class.from_pretrained(path, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: transformers could not load it: {error}") from None
-    problems = {name: info.get(name) for name in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(name)}
+    problems = {name: info[name] for name in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(name)}
     if problems:
         raise CheckpointError(
             f"{path}: its weights do not match its config.json ({problems}); the directory is incomplete or "

@@ -68,11 +68,6 @@ def _cfg_get(section, key, default=None):
     return getter(key, default) if getter is not None else getattr(section, key, default)
 
 
-def detect_kind(state: dict, path: str) -> str:
-    """"hubert" or "wavlm" for an upstream checkpoint dict; a CheckpointError naming what it is otherwise."""
-    return detect_format(state, path)[0]
-
-
 def detect_format(state: dict, path: str):
     """(kind, fmt) of a checkpoint dict read from a file; a CheckpointError naming what it is otherwise."""
     if "model_weight" in state and "model_cfg" in state:
@@ -89,7 +84,9 @@ def detect_format(state: dict, path: str):
     cfg = state.get("cfg")
     if isinstance(cfg, dict) and "encoder.layers.0.self_attn.grep_a" in model_state:
         return WAVLM, UNILM
-    raise CheckpointError(f"{path}: cannot tell the upstream kind (no fairseq cfg/args and no WavLM weights); {EXPECTED_UPSTREAMS}")
+    raise CheckpointError(
+        f"{path}: cannot tell the upstream kind (no fairseq cfg/args and no WavLM weights); {EXPECTED_UPSTREAMS}"
+    )
 
 
 def _s3prl_kind(state: dict, path: str) -> str:
@@ -97,7 +94,8 @@ def _s3prl_kind(state: dict, path: str) -> str:
     missing = [key for key in S3PRL_KEYS if key not in state]
     if name != "hubert" or missing:
         raise CheckpointError(
-            f"{path}: an s3prl-converted checkpoint of a '{name}' model (missing {missing}), not of HuBERT; {EXPECTED_UPSTREAMS}"
+            f"{path}: an s3prl-converted checkpoint of a '{name}' model (missing {missing}), not of HuBERT; "
+            f"{EXPECTED_UPSTREAMS}"
         )
     return HUBERT
 
@@ -169,6 +167,8 @@ def load_weights(upstream: BlockwiseUpstream, weights: dict, path: str) -> Block
     prefixed = {upstream.original_prefix + key: value for key, value in weights.items()}
     missing, unexpected = upstream.load_state_dict(prefixed, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the upstream (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CheckpointError(
+            f"{path}: weights do not fit the upstream (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     return upstream
 

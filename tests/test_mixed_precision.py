@@ -1,0 +1,132 @@
+"""Mixed precision: the laser model's head output and the criterion's whole loss stay float32 when the upstream
+runs in float16 / bfloat16 (what fairseq's common.fp16 / common.bf16 do to the model) or under autocast
+(common.amp); and a real `common.bf16=true` LASER run on CPU, exported and reloaded.
+
+fairseq's FP16Optimizer asks for a CUDA device with common.fp16, so an fp16 *run* needs a GPU:
+scripts/gpu_check.py runs fp32, fp16 and bf16 there.
+"""
+
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from laser_fairseq.checkpoint_io import load_checkpoint
+from laser_fairseq.criterions.laser_criterion import LaserCriterion, LaserCriterionConfig
+from laser_fairseq.export import ExportError, export_checkpoint
+from laser_fairseq.losses import contrastive_idm, soft_dtw_divergence
+from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig, _stack_views
+from laser_fairseq.models.trained_upstream import open_upstream
+from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
+
+from laser_runs import logged_values, run_laser_training
+
+MAKERS = {"hubert": make_tiny_hubert, "wavlm": make_tiny_wavlm}
+
+
+@pytest.fixture(scope="module")
+def upstreams(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("upstreams")
+    paths = {}
+    for kind, make in MAKERS.items():
+        paths[kind] = str(folder / f"tiny_{kind}.pt")
+        save_checkpoint(make(layers=4, dim=64, seed=0), paths[kind])
+    return paths
+
+
+def views(dtype):
+    """Two views of 2 utterances with padding, as the task collates them, in the model's dtype."""
+    generator = torch.Generator().manual_seed(0)
+    lengths_a, lengths_b = [6000, 5200], [5600, 6400]
+    net_input = {}
+    for name, lengths in (("a", lengths_a), ("b", lengths_b)):
+        wave = 0.1 * torch.randn(len(lengths), max(lengths), generator=generator)
+        mask = torch.arange(max(lengths))[None, :] >= torch.tensor(lengths)[:, None]
+        net_input[f"source_{name}"] = wave.masked_fill(mask, 0.0).to(dtype)
+        net_input[f"padding_mask_{name}"] = mask
+    return {"net_input": net_input}
+
+
+def by_hand(model, criterion, sample):
+    """Upstream features in the model's dtype, then head and loss in float32 written out here."""
+    net_input = sample["net_input"]
+    out = model(**net_input)
+    batch = net_input["source_a"].shape[0]
+    features, _ = model.encode(*_stack_views(net_input["source_a"], net_input["padding_mask_a"],
+                                             net_input["source_b"], net_input["padding_mask_b"]))
+    cfg = criterion.cfg
+    with torch.autocast("cpu", enabled=False):
+        z = F.normalize(F.linear(features.float(), model.head.weight.float(), model.head.bias.float()), dim=-1)
+        z_a, z_b = z[:batch, : out["z_a"].shape[1]], z[batch:, : out["z_b"].shape[1]]
+        loss = soft_dtw_divergence(z_a, z_b, out["lengths_a"], out["lengths_b"], gamma=cfg.gamma, backend="torch")
+        loss = loss + cfg.alpha * (contrastive_idm(z_a, out["lengths_a"], cfg.sigma, cfg.margin)
+                                   + contrastive_idm(z_b, out["lengths_b"], cfg.sigma, cfg.margin))
+    return features, out, z_a, loss.sum()
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_gets_float32_head_and_loss(upstreams, kind, dtype):
+    model = LaserModel.build_model(LaserModelConfig(upstream_path=upstreams[kind])).to(dtype).eval()
+    criterion = LaserCriterion(LaserCriterionConfig(soft_dtw_backend="torch"), task=None)
+    sample = views(dtype)
+    loss, pairs, logging_output = criterion(model, sample)
+    features, out, z_a, want = by_hand(model, criterion, sample)
+    assert features.dtype == dtype  # the upstream really ran in half precision
+    assert out["z_a"].dtype == torch.float32 and torch.equal(out["z_a"], z_a)
+    assert loss.dtype == torch.float32 and torch.equal(loss, want) and pairs == 2
+    assert all(math.isfinite(logging_output[key]) for key in ("loss", "sdtw", "idm"))
+    half_head = F.normalize(model.head(features), dim=-1)  # what a half-precision head would have given
+    assert not torch.equal(half_head[:2, : z_a.shape[1]].float(), z_a)
+    loss.backward()
+    assert model.head.weight.grad.dtype == dtype and torch.isfinite(model.head.weight.grad.float()).all()
+    top = model.upstream.layers[-1]
+    assert all(p.grad is not None and torch.isfinite(p.grad.float()).all() for p in top.parameters())
+
+
+def test_autocast_leaves_head_and_loss_in_float32(upstreams):
+    model = LaserModel.build_model(LaserModelConfig(upstream_path=upstreams["hubert"])).eval()
+    criterion = LaserCriterion(LaserCriterionConfig(soft_dtw_backend="torch"), task=None)
+    sample = views(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _, _ = criterion(model, sample)
+        features, out, z_a, want = by_hand(model, criterion, sample)
+    assert features.dtype == torch.bfloat16  # autocast ran the upstream's matmuls in bfloat16
+    assert out["z_a"].dtype == torch.float32 and torch.equal(out["z_a"], z_a)
+    assert loss.dtype == torch.float32 and torch.equal(loss, want)
+
+
+def test_bf16_run_on_cpu_trains_exports_and_reloads(upstreams, tmp_path):
+    """common.bf16=true with common.cpu=true: loss finite and falling, frozen tensors equal to the original's
+    bfloat16 rounding in the checkpoint, bit-identical to the original in the export, which reloads."""
+    upstream, updates = upstreams["hubert"], 12
+    overrides = ["common.bf16=true", "common.log_interval=1", f"lr_scheduler.total_num_update={updates}",
+                 f"checkpoint.save_interval_updates={updates}", f"dataset.validate_interval_updates={updates}"]
+    output = run_laser_training(upstream, str(tmp_path), updates, overrides)
+    train = [v for _, v in logged_values(output, "train_inner")]
+    assert len(train) == updates and all(math.isfinite(v) for v in train)
+    assert sum(train[-4:]) / 4 < sum(train[:4]) / 4, train
+    checkpoint = str(tmp_path / "checkpoints" / "checkpoint_last.pt")
+    state = load_checkpoint(checkpoint)["model"]
+    original = load_checkpoint(upstream)["model"]
+    prefix = "upstream.model."
+    frozen = [k for k in original if not k.startswith(("encoder.layers.2.", "encoder.layers.3."))]
+    # fairseq trains a bf16 copy of the whole model and saves it as float32 (utils.move_to_cpu)
+    assert all(torch.equal(state[prefix + k], original[k].to(torch.bfloat16).float()) for k in frozen)
+    assert not all(torch.equal(state[prefix + k], original[k]) for k in frozen)
+    exported = str(tmp_path / "exported.pt")
+    report = export_checkpoint(checkpoint, exported)
+    assert report.changed_tensors > 0
+    reloaded = open_upstream(exported).upstream.original_state_dict()
+    assert all(reloaded[k].dtype == torch.float32 and torch.equal(reloaded[k], original[k]) for k in frozen)
+    trained = [k for k in original if k not in frozen]
+    assert all(torch.equal(reloaded[k], state[prefix + k].float()) for k in trained)
+    # a frozen tensor that is not the original's bf16 rounding: not trained from that file
+    tampered = load_checkpoint(checkpoint)
+    tampered["model"][prefix + frozen[0]] = original[frozen[0]].clone()
+    tampered["model"][prefix + frozen[0]].view(-1)[0] += 1.0
+    torch.save(tampered, tmp_path / "tampered.pt")
+    with pytest.raises(ExportError, match=r"after rounding to torch.bfloat16, the run's precision"):
+        export_checkpoint(str(tmp_path / "tampered.pt"), str(tmp_path / "never.pt"))

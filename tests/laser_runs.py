@@ -9,6 +9,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 from run_demo import demo_train_command, logged_values  # noqa: E402,F401  (what `make demo` runs and reads)
+from gpu_check import check_laser_run  # noqa: E402,F401  (what scripts/gpu_check.py checks of a run)
 
 
 def run_laser_training(upstream: str, run_dir: str, max_update: int, overrides: Sequence[str] = ()) -> str:

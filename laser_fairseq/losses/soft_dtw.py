@@ -353,8 +353,8 @@ def _self_check_once(name: str, impl, device: torch.device, dtype: torch.dtype) 
     key = (name, str(device), dtype)
     if key in _SELF_CHECKED:
         return
-    way_out = (f"Use the pure-PyTorch backend instead: criterion.soft_dtw_backend=torch in a fairseq run "
-               f"(backend='torch' in Python), and please report this with your GPU, driver and triton versions.")
+    way_out = ("Use the pure-PyTorch backend instead: criterion.soft_dtw_backend=torch in a fairseq run "
+               "(backend='torch' in Python), and please report this with your GPU, driver and triton versions.")
     try:
         value_error, grad_error = self_check_errors(impl, device, dtype)
     except Exception as error:  # compilation or launch failure: same way out

@@ -17,21 +17,16 @@ from laser_fairseq.criterions.laser_criterion import LaserCriterion, LaserCriter
 from laser_fairseq.export import ExportError, export_checkpoint
 from laser_fairseq.losses import contrastive_idm, soft_dtw_divergence
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig, _stack_views
-from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
+from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm
 
-from laser_runs import check_laser_run
+from laser_runs import check_laser_run, save_tiny_upstreams
 
-MAKERS = {"hubert": make_tiny_hubert, "wavlm": make_tiny_wavlm}
+MAKERS = {"hubert": lambda: make_tiny_hubert(layers=4, dim=64), "wavlm": lambda: make_tiny_wavlm(layers=4, dim=64)}
 
 
 @pytest.fixture(scope="module")
 def upstreams(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("upstreams")
-    paths = {}
-    for kind, make in MAKERS.items():
-        paths[kind] = str(folder / f"tiny_{kind}.pt")
-        save_checkpoint(make(layers=4, dim=64, seed=0), paths[kind])
-    return paths
+    return save_tiny_upstreams(tmp_path_factory.mktemp("upstreams"), MAKERS)
 
 
 def views(dtype):

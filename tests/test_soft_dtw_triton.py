@@ -79,14 +79,15 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("gamma", [0.1, 0.01])
 def test_float32_matches_float64_reference_variable_lengths(gamma):
-    """float32 inputs: values within 1e-6 and gradients within 1e-5 (relative to the largest) of a float64
-    computation by another backend; padded frames get exactly 0 gradient."""
+    """float32 inputs: values and gradients are a float64 computation (by another backend) rounded to float32,
+    far inside the required 1e-6 / 1e-5 (relative to the largest); padded frames get exactly 0 gradient."""
     x, y, xl, yl = unit_batch(0, [96, 61, 30], [88, 110, 27], d=32)
     reference = "numba" if _numba_available() else "torch"
     want = divergence_and_grads(x, y, xl, yl, gamma, reference, where=torch.device("cpu"))
     got = divergence_and_grads(x.float(), y.float(), xl, yl, gamma, "triton", where=device())
-    assert relative_error(got[0], want[0]) <= 1e-6
-    assert relative_error(got[1], want[1]) <= 1e-5 and relative_error(got[2], want[2]) <= 1e-5
+    rounding = 2e-7  # a few float32 ulps: costs, DP and chaining are float64 (TritonDP.cost_dtype)
+    assert relative_error(got[0], want[0]) <= rounding
+    assert relative_error(got[1], want[1]) <= rounding and relative_error(got[2], want[2]) <= rounding
     for grad, lengths in ((got[1], xl), (got[2], yl)):
         for b, n in enumerate(lengths.tolist()):
             assert torch.all(grad[b, n:] == 0) and grad[b, :n].abs().sum() > 0
@@ -203,13 +204,13 @@ def test_removed_cuda_backend_names_its_replacement():
 
 
 def test_kernels_compile_for_h100_without_a_gpu():
-    """Triton's bundled LLVM + ptxas build both kernels for sm_90 with float32 costs, as a GPU run would."""
+    """Triton's bundled LLVM + ptxas build both kernels for sm_90, as a GPU run would (float64 costs)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     code = textwrap.dedent("""
         from laser_fairseq.losses import soft_dtw_triton as k
         assert not k.interpreted()
-        sizes = k.compile_for(90, "fp32")
+        sizes = k.compile_for(90)
         assert sizes["forward"] > 10000 and sizes["backward"] > 10000, sizes
         print("COMPILED")
     """)

@@ -436,12 +436,20 @@ class _CostLevel:
     (grad_x, grad_y)`` given d loss / d values. Here the costs are built with matmuls
     (:func:`squared_distances`) and the gradient is chained back by hand: 4 matmuls instead of the
     6 autograd would run for the divergence, since the xx and yy problems are symmetric.
+
+    A DP class may set ``cost_dtype``: costs and the chaining are then computed in that dtype
+    (float64 for the Triton backend) and the gradients returned in the input dtype.
     """
 
     def __init__(self, dp):
         self.dp = dp
 
+    def _work(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(getattr(self.dp, "cost_dtype", None) or t.dtype)
+
     def forward(self, x, y, x_lengths, y_lengths, divergence: bool, gamma: float):
+        x, y = self._work(x), self._work(y)
+
         def cost(a, b):
             return squared_distances(a, b, out=self.dp.empty((a.shape[0], a.shape[1], b.shape[1]), a.dtype, a.device))
 
@@ -458,11 +466,12 @@ class _CostLevel:
     def backward(self, state, grads, x, y):
         state, divergence = state
         mats = self.dp.backward(state, grads)
-        grad_x, grad_y = _cross_grad(mats[0], x, y)
+        xw, yw = self._work(x), self._work(y)
+        grad_x, grad_y = _cross_grad(mats[0], xw, yw)
         if divergence:
-            grad_x = grad_x + _self_grad(mats[1], x)
-            grad_y = grad_y + _self_grad(mats[2], y)
-        return grad_x, grad_y
+            grad_x = grad_x + _self_grad(mats[1], xw)
+            grad_y = grad_y + _self_grad(mats[2], yw)
+        return grad_x.to(x.dtype), grad_y.to(y.dtype)
 
 
 class _SoftDTWFunction(torch.autograd.Function):

@@ -13,12 +13,14 @@ never allocated nor visited, and its gradient is exactly 0. The backward (Cuturi
 recursion) recomputes the softmin weights from R and the costs,
 ``w(p -> s) = exp((R_s - C_s - R_p) / gamma)``, and keeps E for three diagonals only.
 
-Numerics: the whole DP (R, the softmin, the weights, E) runs in float64; float32 costs are promoted
-on load and the gradient matrices are written in the cost dtype. R grows to hundreds or thousands
-along a path, and the softmin weights are exponentials of differences of neighbouring R values
-divided by gamma: in float32 those differences would lose ~1e-4 of relative accuracy at gamma = 0.1.
-float64 keeps them exact to ~1e-12, so the only float32 errors left are those of the float32 cost
-and gradient matrices (the same as the CPU backends). The DP is latency bound (one barrier per
+Numerics: the whole DP (R, the softmin, the weights, E) runs in float64, and so do the cost matrices
+and the chaining of the gradient back to x and y (``TritonDP.cost_dtype``); only the inputs and the
+returned gradients are float32. R grows to hundreds or thousands along a path, and the softmin
+weights are exponentials of differences of neighbouring R values divided by gamma: in float32 those
+differences would lose ~1e-4 of relative accuracy at gamma = 0.1. The cost matmuls cancel
+(``||x||^2 + ||y||^2 - 2 x.y``), so float32 costs alone cost ~1e-5 of relative gradient accuracy on
+long pairs. In float64 all of this is exact to ~1e-12: float32 results are the float64 results
+rounded. The DP is latency bound (one barrier per
 diagonal), so float64 arithmetic should cost little even on GPUs with slow float64 units
 (``scripts/gpu_check.py`` measures it). The exponentials and logarithms are libdevice's float64
 functions (``tl.exp`` / ``tl.log`` of float64 never take the approximate float32 instructions).
@@ -268,6 +270,12 @@ class TritonDP:
     with ``(B,)`` lengths; symmetric batches are computed as full problems.
     """
 
+    # Costs (and the chaining of the gradient back to x and y) in float64 for float32 inputs too: the
+    # cancellation in ||x||^2 + ||y||^2 - 2 x.y leaves float32 costs ~1e-6 off (exact zeros on the xx / yy
+    # diagonals come out as noise), which alone put float32 gradients ~1e-5 (relative) off a float64
+    # computation at lengths 200-800; the matmuls are a small part of the loss on a GPU.
+    cost_dtype = torch.float64
+
     @staticmethod
     def empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype, device=device)
@@ -316,12 +324,13 @@ class TritonDP:
 # ----------------------------------------------------------------------------------------------
 
 
-def compile_for(capability: int = 90, dtype: str = "fp32", block: int = MAX_BLOCK) -> dict[str, int]:
+def compile_for(capability: int = 90, dtype: str = "fp64", block: int = MAX_BLOCK) -> dict[str, int]:
     """Compile both kernels for CUDA compute capability ``capability`` (90: H100 / H200) with Triton's
     bundled toolchain (LLVM, ptxas, libdevice), no GPU needed -> cubin size in bytes per kernel.
 
-    Exactly what a GPU run compiles for float32 (``dtype="fp32"``) or float64 costs with one problem
-    per program. Raises when compilation fails. Not available under the interpreter.
+    With the defaults, exactly what a GPU run compiles (float64 costs, see ``TritonDP.cost_dtype``, one
+    problem per program, the most lanes); ``dtype="fp32"`` for float32 cost matrices. Raises when
+    compilation fails. Not available under the interpreter.
     """
     if interpreted():
         raise RuntimeError("compile_for needs the compiled kernels: unset TRITON_INTERPRET before importing "

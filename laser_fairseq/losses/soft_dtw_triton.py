@@ -33,6 +33,7 @@ programs one after the other, so its barrier is a no-op and CPU tensors are acce
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -247,15 +248,7 @@ def _check_index_range(costs: Sequence[torch.Tensor], cells: list[int]) -> None:
 
 def _on_device(device: torch.device):
     """Make ``device`` current for the launch (Triton launches on the current CUDA device)."""
-    return torch.cuda.device(device) if device.type == "cuda" else _NoContext()
-
-
-class _NoContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------

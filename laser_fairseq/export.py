@@ -87,6 +87,9 @@ class LaserRun:
     trainable_layers: int
     num_updates: Optional[int]
     model_state: Dict[str, Tensor]  # upstream.* + head.*
+    # float16 / bfloat16 when trained with common.(memory_efficient_)fp16 / bf16: fairseq then converts the whole
+    # model, so the frozen tensors ran (and were saved, as float32) rounded to that precision
+    weight_precision: Optional[torch.dtype] = None
 
 
 def read_laser_run(path: str, extra_safe_globals: Iterable[str] = ()) -> LaserRun:
@@ -106,7 +109,17 @@ def read_laser_run(path: str, extra_safe_globals: Iterable[str] = ()) -> LaserRu
         trainable_layers=int(model_cfg.get("trainable_layers", 2)),
         num_updates=history[-1].get("num_updates"),
         model_state=state["model"],
+        weight_precision=_weight_precision(state["cfg"].get("common") or {}),
     )
+
+
+def _weight_precision(common_cfg) -> Optional[torch.dtype]:
+    """The dtype fairseq converted the model to (common.fp16 / bf16 and their memory-efficient variants)."""
+    if common_cfg.get("fp16") or common_cfg.get("memory_efficient_fp16"):
+        return torch.float16
+    if common_cfg.get("bf16") or common_cfg.get("memory_efficient_bf16"):
+        return torch.bfloat16
+    return None
 
 
 def _model_name(state: dict):
@@ -200,19 +213,29 @@ def trained_upstream_weights(run: LaserRun, source: UpstreamSource) -> Dict[str,
 
 
 def check_frozen_weights_unchanged(
-    trained: Dict[str, Tensor], source: UpstreamSource, trained_blocks: Sequence[int], laser_path: str
+    trained: Dict[str, Tensor], source: UpstreamSource, trained_blocks: Sequence[int], laser_path: str,
+    weight_precision: Optional[torch.dtype] = None,
 ):
-    """Every tensor LASER kept frozen must equal the source file's: otherwise the run started elsewhere."""
+    """Every tensor LASER kept frozen must equal the source file's: otherwise the run started elsewhere.
+
+    With ``weight_precision`` (an fp16 / bf16 run) the comparison is with the source rounded to it; the export
+    still takes the frozen tensors, bit for bit, from the source file.
+    """
+
+    def expected(value: Tensor, dtype: torch.dtype) -> Tensor:
+        return (value.to(weight_precision) if weight_precision is not None else value).to(dtype)
+
     differing = [
         key
         for key, value in source.weights.items()
-        if not is_in_blocks(key, trained_blocks) and not torch.equal(trained[key], value.to(trained[key].dtype))
+        if not is_in_blocks(key, trained_blocks) and not torch.equal(trained[key], expected(value, trained[key].dtype))
     ]
     if differing:
+        precision = f" (compared after rounding to {weight_precision}, the run's precision)" if weight_precision else ""
         raise ExportError(
-            f"{laser_path}: {len(differing)} frozen tensors (e.g. {differing[:3]}) differ from {source.path}: "
-            f"this LASER run was not trained from that file. Pass the original checkpoint it was trained from "
-            f"with --upstream"
+            f"{laser_path}: {len(differing)} frozen tensors (e.g. {differing[:3]}) differ from {source.path}"
+            f"{precision}: this LASER run was not trained from that file. Pass the original checkpoint it was "
+            f"trained from with --upstream"
         )
 
 
@@ -525,7 +548,7 @@ def plan_export(
     num_layers = count_blocks(source.weights, source.path)
     trained_blocks = top_blocks(num_layers, run.trainable_layers, run.path)
     trained = trained_upstream_weights(run, source)
-    check_frozen_weights_unchanged(trained, source, trained_blocks, run.path)
+    check_frozen_weights_unchanged(trained, source, trained_blocks, run.path, run.weight_precision)
     merged = merge_weights(source.weights, trained, trained_blocks)
     return ExportPlan(run, source, fmt, num_layers, trained_blocks, trained, merged)
 

@@ -7,7 +7,9 @@ import torch
 from fairseq.models.hubert import HubertModel
 
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
-from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
+from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm
+
+from laser_runs import save_tiny_upstreams
 
 CHECKPOINTS = {
     "hubert": lambda: make_tiny_hubert(layers=4, dim=64),
@@ -19,12 +21,7 @@ CHECKPOINTS = {
 
 @pytest.fixture(scope="module")
 def upstream_paths(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("upstreams")
-    paths = {}
-    for name, make in CHECKPOINTS.items():
-        paths[name] = str(folder / f"{name}.pt")
-        save_checkpoint(make(), paths[name])
-    return paths
+    return save_tiny_upstreams(tmp_path_factory.mktemp("upstreams"), CHECKPOINTS)
 
 
 def build(path, trainable_layers=2) -> LaserModel:

@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 import torch
 
+from laser_fairseq.data.audio import read_audio
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.data.paired_dataset import PairedPerturbedAudioDataset
 from laser_fairseq.data.perturbation import (
+    Perturbation,
     SpeedPitchPerturber,
     pitch_ratio,
     pitch_shift,
     semitones_of,
     speed_perturb,
 )
+from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 
 SAMPLE_RATE = 16_000
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests", "demo")
@@ -89,19 +92,30 @@ def test_items_are_reproducible_per_seed_epoch_and_index():
     assert draws_epoch_2 != draws_epoch_3  # a new epoch draws new perturbations
 
 
-def test_validation_draws_ignore_the_epoch_and_views_keep_the_same_content():
+def test_validation_draws_ignore_the_epoch_and_every_item_is_its_audio_and_its_perturbed_copy():
     dataset = make_dataset(True)
     dataset.set_epoch(1)
-    before = [dataset[i]["perturbation"] for i in range(12)]
+    before = [dataset[i] for i in range(12)]
     dataset.set_epoch(7)
-    assert before == [dataset[i]["perturbation"] for i in range(12)]
-    swaps = [p.swap for p in before]
+    assert [item["perturbation"] for item in before] == [dataset[i]["perturbation"] for i in range(12)]
+    swaps = [item["perturbation"].swap for item in before]
     assert any(swaps) and not all(swaps)  # both view orders occur
-    item = dataset[0]
-    original = item["view_b"] if item["perturbation"].swap else item["view_a"]
-    perturbed = item["view_a"] if item["perturbation"].swap else item["view_b"]
-    assert abs(len(perturbed) - len(original) / item["perturbation"].speed) <= 2
-    assert len(original) <= 24_000  # cropped before perturbing
+    for index, item in enumerate(before):
+        drawn = item["perturbation"]
+        original, perturbed = (item["view_b"], item["view_a"]) if drawn.swap else (item["view_a"], item["view_b"])
+        audio = read_audio(dataset.entries[index].path, SAMPLE_RATE)
+        assert len(original) == min(24_000, len(audio))  # cropped before perturbing
+        assert crop_start(audio, original) >= 0
+        assert torch.equal(perturbed, dataset.perturber.apply(original, drawn))  # the same content, perturbed
+        assert abs(len(perturbed) - len(original) / drawn.speed) <= 2
+
+
+def crop_start(audio: torch.Tensor, crop: torch.Tensor) -> int:
+    """Where ``crop`` starts in ``audio`` (the test fails when it is not a contiguous slice)."""
+    for start in range(len(audio) - len(crop) + 1):
+        if torch.equal(audio[start : start + len(crop)], crop):
+            return start
+    raise AssertionError("the view is not a slice of its audio file")
 
 
 def test_collater_pads_both_views_with_masks():
@@ -114,3 +128,129 @@ def test_collater_pads_both_views_with_masks():
         assert source.shape == (4, max(lengths))
         if mask is not None:
             assert (~mask).sum(1).tolist() == lengths
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+
+def tone_burst(onset: float = 0.5, offset: float = 1.5, seconds: float = 3.0) -> torch.Tensor:
+    """A 300 Hz tone between ``onset`` and ``offset`` seconds, silence around it."""
+    t = torch.arange(int(seconds * SAMPLE_RATE), dtype=torch.float64) / SAMPLE_RATE
+    wave = 0.5 * torch.sin(2 * math.pi * 300.0 * t)
+    wave[(t < onset) | (t >= offset)] = 0.0
+    return wave.float()
+
+
+def burst_edges(wave: torch.Tensor, hop: int = 128, frame: int = 256):
+    """(onset, offset) in seconds: centres of the first and last frames above 30 % of the peak RMS."""
+    rms = wave.unfold(0, frame, hop).pow(2).mean(-1).sqrt()
+    loud = (rms > 0.3 * rms.max()).nonzero().flatten()
+    return [(int(k) * hop + frame / 2) / SAMPLE_RATE for k in (loud[0], loud[-1])]
+
+
+EDGE_TOLERANCE = 3 * 128 / SAMPLE_RATE  # three STFT hops
+
+
+@pytest.mark.parametrize("semitones", [-2.0, 2.0, 3.0])
+def test_pitch_shift_keeps_the_content_where_it_was(semitones):
+    """Only the pitch moves: a tone burst starts and ends at the same time in both views."""
+    onset, offset = burst_edges(pitch_shift(tone_burst(), semitones))
+    assert onset == pytest.approx(0.5, abs=EDGE_TOLERANCE)
+    assert offset == pytest.approx(1.5, abs=EDGE_TOLERANCE)
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+@pytest.mark.parametrize("semitones", [-2.0, 2.0])
+def test_the_perturbed_view_is_the_original_timeline_scaled_by_the_speed_factor(speed, semitones):
+    perturber = SpeedPitchPerturber(SAMPLE_RATE, (speed,), (semitones,))
+    perturbed = perturber.apply(tone_burst(), Perturbation(speed, semitones, swap=False))
+    onset, offset = burst_edges(perturbed)
+    assert onset == pytest.approx(0.5 / speed, abs=EDGE_TOLERANCE)
+    assert offset == pytest.approx(1.5 / speed, abs=EDGE_TOLERANCE)
+    assert abs(len(perturbed) - 3.0 * SAMPLE_RATE / speed) <= 2
+    assert 12 * math.log2(peak_frequency(perturbed[: int(1.2 * SAMPLE_RATE / speed)][int(0.6 * SAMPLE_RATE / speed) :])
+                          / 300.0) == pytest.approx(12 * math.log2(speed) + semitones, abs=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- draws
+
+
+def draws(perturber: SpeedPitchPerturber, count: int = 600):
+    return [perturber.draw(np.random.default_rng([11, seed])) for seed in range(count)]
+
+
+def test_draws_are_uniform_over_the_settings_and_swap_half_the_time():
+    drawn = draws(SpeedPitchPerturber(SAMPLE_RATE, (0.9, 1.0, 1.1), (-2.0, 2.0)))
+    for speed in (0.9, 1.0, 1.1):
+        assert 0.27 <= sum(p.speed == speed for p in drawn) / len(drawn) <= 0.40
+    for semitones in (-2.0, 2.0):
+        assert 0.43 <= sum(p.semitones == semitones for p in drawn) / len(drawn) <= 0.57
+    assert 0.43 <= sum(p.swap for p in drawn) / len(drawn) <= 0.57
+    # the swap is drawn independently of the perturbation
+    swapped_up = sum(p.swap and p.semitones == 2.0 for p in drawn) / len(drawn)
+    assert 0.18 <= swapped_up <= 0.32
+
+
+def test_swap_views_false_keeps_the_original_first():
+    perturber = SpeedPitchPerturber(SAMPLE_RATE, (0.9, 1.1), (-2.0, 2.0), swap_views=False)
+    assert not any(p.swap for p in draws(perturber))
+    wave = tone(300.0, seconds=0.5)
+    for seed in range(8):
+        view_a, view_b, drawn = perturber.views(wave, np.random.default_rng(seed))
+        assert view_a is wave and torch.equal(view_b, perturber.apply(wave, drawn))
+
+
+def test_a_drawn_swap_puts_the_perturbed_view_first():
+    perturber = SpeedPitchPerturber(SAMPLE_RATE, (0.9, 1.1), (-2.0, 2.0))
+    wave = tone(300.0, seconds=0.5)
+    orders = set()
+    for seed in range(16):
+        view_a, view_b, drawn = perturber.views(wave, np.random.default_rng(seed))
+        assert drawn == perturber.draw(np.random.default_rng(seed))  # views draws exactly once, first
+        original, perturbed = (view_b, view_a) if drawn.swap else (view_a, view_b)
+        assert original is wave and torch.equal(perturbed, perturber.apply(wave, drawn))
+        assert len(perturbed) != len(wave)
+        orders.add(drawn.swap)
+    assert orders == {True, False}
+
+
+# ---------------------------------------------------------------------------------------------- task
+
+
+def demo_task(**overrides) -> LaserTask:
+    cfg = LaserTaskConfig(data=DEMO, seed=4, train_subset="train", max_sample_size=24_000, **overrides)
+    task = LaserTask(cfg)
+    for split in ("train", "valid"):
+        task.load_dataset(split)
+    return task
+
+
+def epoch_draws(dataset, epoch: int):
+    dataset.set_epoch(epoch)
+    return [dataset[i]["perturbation"] for i in range(len(dataset))]
+
+
+def test_the_task_fixes_validation_draws_across_epochs_and_redraws_training_ones():
+    task = demo_task()
+    valid, train = task.datasets["valid"], task.datasets["train"]
+    assert epoch_draws(valid, 1) == epoch_draws(valid, 2) == epoch_draws(valid, 9)
+    assert epoch_draws(train, 1) != epoch_draws(train, 2)
+    # training order is reshuffled among equal lengths each epoch; validation order never changes
+    assert list(valid.ordered_indices()) == list(np.argsort(valid.sizes, kind="stable")[::-1])
+    orders = set()
+    for epoch in (1, 2, 3, 4):
+        train.set_epoch(epoch)
+        orders.add(tuple(train.ordered_indices()))
+    assert len(orders) > 1
+    for order in orders:
+        assert list(train.sizes[list(order)]) == sorted(train.sizes, reverse=True)
+
+
+def test_the_task_passes_its_perturbation_settings_to_the_dataset():
+    task = demo_task(swap_views=False, speed_factors=[0.8, 1.2], pitch_shifts=[3.0], pitch_tolerance=0.1)
+    drawn = epoch_draws(task.datasets["train"], 1) + epoch_draws(task.datasets["valid"], 1)
+    assert not any(p.swap for p in drawn)
+    assert {p.speed for p in drawn} == {0.8, 1.2} and {p.semitones for p in drawn} == {3.0}
+    assert task.perturber.pitch_tolerance == 0.1 and task.perturber.sample_rate == 16_000
+    swapping = demo_task()
+    assert any(p.swap for p in epoch_draws(swapping.datasets["train"], 1))

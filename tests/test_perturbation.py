@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -254,3 +255,44 @@ def test_the_task_passes_its_perturbation_settings_to_the_dataset():
     assert task.perturber.pitch_tolerance == 0.1 and task.perturber.sample_rate == 16_000
     swapping = demo_task()
     assert any(p.swap for p in epoch_draws(swapping.datasets["train"], 1))
+
+
+def test_sizes_and_token_counts_bound_both_views():
+    """fairseq batches by num_tokens: the original plus the longest perturbed view it can become."""
+    dataset = make_dataset(True)
+    for index in range(len(dataset)):
+        size = min(dataset.entries[index].num_samples, 24_000)
+        assert dataset.size(index) == size
+        assert dataset.num_tokens(index) == math.ceil(size * (1 + 1 / 0.9))
+        item = dataset[index]
+        assert len(item["view_a"]) + len(item["view_b"]) <= dataset.num_tokens(index)
+    faster = PairedPerturbedAudioDataset(
+        read_manifest(os.path.join(DEMO, "train.tsv")), SpeedPitchPerturber(SAMPLE_RATE, (1.1, 1.2), (2.0,)),
+        SAMPLE_RATE, max_sample_size=24_000, min_sample_size=8_000, seed=0,
+    )
+    assert faster.num_tokens(0) == 2 * faster.size(0)  # never less than two originals
+
+
+def test_collater_batches_ids_and_leaves_out_nothing_else():
+    dataset = make_dataset(True)
+    assert dataset.collater([]) == {} and dataset.collater([None]) == {}
+    item = dataset[3]
+    batch = dataset.collater([item, None, item])
+    assert batch["id"].tolist() == [3, 3] and batch["nsentences"] == 2
+    net_input = batch["net_input"]
+    assert net_input["padding_mask_a"] is None and net_input["padding_mask_b"] is None  # nothing padded
+    assert torch.equal(net_input["source_a"], torch.stack([item["view_a"]] * 2))
+    assert torch.equal(net_input["source_b"], torch.stack([item["view_b"]] * 2))
+    assert len(dataset) == len(dataset.entries) and not dataset.supports_prefetch
+    assert not dataset.can_reuse_epoch_itr_across_epochs  # items change with the epoch
+
+
+def test_task_defaults_are_the_papers_hubert_perturbation():
+    cfg = LaserTaskConfig(data=DEMO)
+    assert (cfg.sample_rate, cfg.speed_factors, cfg.pitch_shifts, cfg.swap_views) == (
+        16_000, [0.9, 1.0, 1.1], [-2.0, 2.0], True)
+    assert (cfg.pitch_tolerance, cfg.max_sample_size, cfg.min_sample_size) == (0.05, 400_000, 8_000)
+    task = demo_task()
+    assert task.source_dictionary is None and task.target_dictionary is None
+    assert task.max_positions() == (sys.maxsize, sys.maxsize)
+    assert isinstance(LaserTask.setup_task(task.cfg), LaserTask)

@@ -135,47 +135,61 @@ def module_of(path: str) -> str:
     return path.replace(os.sep, "/")
 
 
+def checked(mutants: List[Mutant]) -> List[Mutant]:
+    """Mutants that were tested and are not explained as equivalent (the score's denominator)."""
+    return [m for m in mutants if m.status != "not checked" and not m.explained]
+
+
 def score(mutants: List[Mutant]) -> Tuple[int, int, float]:
-    """(killed, counted, percent): explained mutants are not counted."""
-    counted = [m for m in mutants if not m.explained]
+    """(killed, counted, percent) over the checked mutants that are not explained."""
+    counted = checked(mutants)
     killed = sum(m.status in KILLED for m in counted)
     return killed, len(counted), 100.0 * killed / max(1, len(counted))
 
 
-def render(mutants: List[Mutant], wall_seconds: Optional[float], load: str, command: str) -> str:
+def render(mutants: List[Mutant], wall_seconds: Optional[float], load: str, command: str, note: str) -> str:
     by_module: Dict[str, List[Mutant]] = defaultdict(list)
     for mutant in mutants:
         by_module[module_of(mutant.path)].append(mutant)
     killed, counted, overall = score(mutants)
+    unchecked = sum(m.status == "not checked" for m in mutants)
     out = [
         "# Mutation report",
         "",
         f"Written by `scripts/mutation_report.py` after `{command}` (mutmut 3.8.1, see docs/contributing.md).",
         "",
+    ]
+    if note:
+        out += [note, ""]
+    out += [
         f"**Overall: {overall:.1f} % killed** ({killed} of {counted} mutants; "
-        f"{sum(m.explained for m in mutants)} more explained as equivalent and not counted).",
+        f"{sum(m.explained for m in mutants)} more explained as equivalent and not counted"
+        + (f"; {unchecked} not checked" if unchecked else "") + ").",
         "",
     ]
     if wall_seconds is not None:
         out += [f"Wall time: {wall_seconds / 60:.1f} min. Load: `{load.strip()}`", ""]
-    out += ["| module | mutants | killed | timeout | survived | no tests | other | explained | score |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    out += ["| module | mutants | killed | timeout | survived | no tests | other | explained | not checked | score |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for module, group in sorted(by_module.items()):
         counts = defaultdict(int)
         for mutant in group:
             counts[mutant.status] += 1
-        other = len(group) - sum(counts[s] for s in ("killed", "timeout", "survived", "no tests"))
+        named = ("killed", "timeout", "survived", "no tests", "not checked")
+        other = len(group) - sum(counts[s] for s in named)
         _, _, percent = score(group)
         out.append(
             f"| `{module}` | {len(group)} | {counts['killed']} | {counts['timeout']} | {counts['survived']} | "
-            f"{counts['no tests']} | {other} | {sum(m.explained for m in group)} | {percent:.1f} % |"
+            f"{counts['no tests']} | {other} | {sum(m.explained for m in group)} | {counts['not checked']} | "
+            f"{percent:.1f} % |"
         )
     out += ["", "Statuses are mutmut's: *no tests* means no test of the fast selection runs the mutated "
-            "function; *other* counts suspicious, segfault and not checked.", ""]
-    living = [m for m in mutants if m.status not in KILLED]
+            "function; *other* counts suspicious and segfault. Score = (killed + timeout) / (checked - "
+            "explained).", ""]
+    living = [m for m in mutants if m.status not in KILLED and m.status != "not checked"]
     out += ["## Mutants not killed", ""]
     for module, group in sorted(by_module.items()):
-        rows = sorted((m for m in group if m.status not in KILLED), key=lambda m: (m.line, m.name))
+        rows = sorted((m for m in group if m in living), key=lambda m: (m.line, m.name))
         if not rows:
             continue
         out += [f"### `{module}`", "", "| line | mutation | status | equivalent because |", "|---|---|---|---|"]
@@ -202,6 +216,7 @@ def parse_args(argv=None):
     parser.add_argument("--wall-seconds", type=float, default=None, help="wall time of the mutmut run")
     parser.add_argument("--load", default="", help="`uptime` output to print beside the wall time")
     parser.add_argument("--command", default="make mutate", help="the command the report describes")
+    parser.add_argument("--note", default="", help="a paragraph printed under the title (e.g. a partial scope)")
     return parser.parse_args(argv)
 
 
@@ -215,13 +230,13 @@ def main(argv=None) -> int:
     equivalents = read_equivalents(args.equivalents)
     def_lines = {}
     for mutant in mutants:
-        if mutant.status in KILLED:
+        if mutant.status in KILLED or mutant.status == "not checked":
             continue
         if mutant.path not in def_lines:
             def_lines[mutant.path] = function_lines(mutant.path)
         locate(mutant, def_lines[mutant.path])
         mutant.why = equivalents.get((module_of(mutant.path), mutant.original, mutant.mutated), "")
-    text = render(mutants, args.wall_seconds, args.load, args.command)
+    text = render(mutants, args.wall_seconds, args.load, args.command, args.note)
     temporary = f"{args.out}.tmp-{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -229,7 +244,8 @@ def main(argv=None) -> int:
     os.replace(temporary, args.out)
     killed, counted, overall = score(mutants)
     print(f"{args.out}: {overall:.1f} % killed ({killed} of {counted}), "
-          f"{sum(m.status not in KILLED and not m.explained for m in mutants)} unexplained survivors")
+          f"{sum(m.status not in KILLED and m.status != 'not checked' and not m.explained for m in mutants)} "
+          f"unexplained survivors")
     return 0
 
 

@@ -119,6 +119,12 @@ def test_reduced_metrics_are_per_pair_averages_over_workers():
     # per-pair averages, shown with 4 decimals; the counts as whole numbers
     assert (values["loss"], values["sdtw"], values["idm"]) == (1.5, 1.1667, 0.8333)
     assert (values["pairs"], values["frames"]) == (6, 140)
+    # fairseq aggregates several updates: each update's average weighs by its number of pairs
+    with metrics.aggregate() as two_updates:
+        LaserCriterion.reduce_metrics([{"loss": 4.0, "sdtw": 4.0, "idm": 0.0, "pairs": 2, "frames": 10}])
+        LaserCriterion.reduce_metrics([{"loss": 4.0, "sdtw": 0.0, "idm": 4.0, "pairs": 4, "frames": 10}])
+    values = two_updates.get_smoothed_values()
+    assert (values["loss"], values["sdtw"], values["idm"]) == (1.3333, 0.6667, 0.6667)
     with metrics.aggregate() as empty:
         LaserCriterion.reduce_metrics([{"loss": 0.0, "pairs": 0}])
     assert "loss" not in empty.get_smoothed_values()

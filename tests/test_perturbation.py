@@ -18,6 +18,7 @@ from laser_fairseq.data.perturbation import (
     pitch_shift,
     semitones_of,
     speed_perturb,
+    time_stretch,
 )
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 
@@ -296,3 +297,36 @@ def test_task_defaults_are_the_papers_hubert_perturbation():
     assert task.source_dictionary is None and task.target_dictionary is None
     assert task.max_positions() == (sys.maxsize, sys.maxsize)
     assert isinstance(LaserTask.setup_task(task.cfg), LaserTask)
+
+
+@pytest.mark.parametrize("rate", [8 / 9, 9 / 8])
+def test_time_stretch_changes_the_duration_by_one_over_the_rate(rate):
+    stretched = time_stretch(tone_burst(), rate)
+    assert len(stretched) == round(3.0 * SAMPLE_RATE / rate)
+    onset, offset = burst_edges(stretched)
+    assert onset == pytest.approx(0.5 / rate, abs=EDGE_TOLERANCE)
+    assert offset == pytest.approx(1.5 / rate, abs=EDGE_TOLERANCE)
+    assert peak_frequency(stretched[int(0.6 * SAMPLE_RATE / rate) : int(1.4 * SAMPLE_RATE / rate)]) == pytest.approx(
+        300.0, rel=5e-3)
+
+
+def test_crops_are_exactly_max_sample_size_at_every_offset_and_reproducible():
+    manifest = read_manifest(os.path.join(DEMO, "train.tsv"))
+    audio = read_audio(manifest.entries[0].path, SAMPLE_RATE)
+    dataset = PairedPerturbedAudioDataset(
+        manifest, SpeedPitchPerturber(SAMPLE_RATE, (1.0,), (0.0,), swap_views=False), SAMPLE_RATE,
+        max_sample_size=len(audio) - 1, min_sample_size=8_000, seed=0,
+    )
+    starts = set()
+    for epoch in range(1, 13):
+        dataset.set_epoch(epoch)
+        view = dataset[0]["view_a"]
+        assert len(view) == len(audio) - 1
+        starts.add(crop_start(audio, view))
+    assert starts == {0, 1}
+    again = PairedPerturbedAudioDataset(
+        manifest, dataset.perturber, SAMPLE_RATE, max_sample_size=len(audio) - 1, min_sample_size=8_000, seed=0)
+    for epoch in (1, 2):
+        dataset.set_epoch(epoch)
+        again.set_epoch(epoch)
+        assert list(dataset.ordered_indices()) == list(again.ordered_indices())

@@ -114,7 +114,7 @@ def test_reduced_metrics_are_per_pair_averages_over_workers():
     ]
     assert LaserCriterion.logging_outputs_can_be_summed()
     with metrics.aggregate() as aggregated:
-        LaserCriterion.reduce_metrics(logs)
+        LaserCriterion.reduce_metrics(logs + [{}])  # a worker without a batch logs nothing
     values = aggregated.get_smoothed_values()
     # per-pair averages, shown with 4 decimals; the counts as whole numbers
     assert (values["loss"], values["sdtw"], values["idm"]) == (1.5, 1.1667, 0.8333)

@@ -128,8 +128,11 @@ def test_collater_pads_both_views_with_masks():
         source, mask = net_input[f"source_{view}"], net_input[f"padding_mask_{view}"]
         lengths = [len(dataset[i][f"view_{view}"]) for i in range(4)]
         assert source.shape == (4, max(lengths))
-        if mask is not None:
-            assert (~mask).sum(1).tolist() == lengths
+        assert len(set(lengths)) > 1 and mask is not None  # unequal views: the shorter ones are padded
+        assert (~mask).sum(1).tolist() == lengths
+        for row, length in enumerate(lengths):
+            assert torch.equal(source[row, :length], dataset[row][f"view_{view}"])
+            assert not source[row, length:].any()
 
 
 # ---------------------------------------------------------------------------------------------- timing

@@ -1,6 +1,7 @@
 """Speed + pitch perturbation: the amounts applied, and the paired dataset's reproducible draws."""
 
 import math
+from fractions import Fraction
 import os
 import sys
 
@@ -332,9 +333,33 @@ def test_crops_are_exactly_max_sample_size_at_every_offset_and_reproducible():
         assert len(view) == len(audio) - 1
         starts.add(crop_start(audio, view))
     assert starts == {0, 1}
+    orders = set()
+    for epoch in range(1, 5):  # a dataset built with the defaults draws anew and reshuffles each epoch
+        dataset.set_epoch(epoch)
+        orders.add(tuple(dataset.ordered_indices()))
+    assert len(orders) > 1
     again = PairedPerturbedAudioDataset(
         manifest, dataset.perturber, SAMPLE_RATE, max_sample_size=len(audio) - 1, min_sample_size=8_000, seed=0)
     for epoch in (1, 2):
         dataset.set_epoch(epoch)
         again.set_epoch(epoch)
         assert list(dataset.ordered_indices()) == list(again.ordered_indices())
+
+
+def test_time_stretch_at_rate_one_gives_the_waveform_back_and_the_pitch_shift_keeps_its_known_level():
+    """Hann analysis and synthesis windows: exact reconstruction at rate 1; a shifted 300 Hz tone keeps the
+    level torchaudio's stock PitchShift gives it (RMS 0.354 -> ~0.085 at +2 st, REFERENCE.md section 5)."""
+    wave = tone(300.0, seconds=3.0)
+    torch.testing.assert_close(time_stretch(wave, 1.0), wave, rtol=0, atol=1e-5)
+    middle = pitch_shift(wave, 2.0)[SAMPLE_RATE // 2 : -SAMPLE_RATE // 2]
+    assert middle.pow(2).mean().sqrt().item() == pytest.approx(0.085, rel=0.1)
+
+
+def test_the_perturber_shifts_with_its_own_pitch_tolerance():
+    wide = SpeedPitchPerturber(SAMPLE_RATE, (1.0,), (2.0,), pitch_tolerance=0.5)
+    shifted = wide.apply(tone(300.0), Perturbation(1.0, 2.0, swap=False))
+    assert pitch_ratio(2.0, 0.5) == Fraction(8, 7)  # a coarser ratio than the default tolerance's 9/8
+    measured = 12 * math.log2(peak_frequency(shifted) / 300.0)
+    assert measured == pytest.approx(semitones_of(Fraction(8, 7)), abs=0.02)
+    with pytest.raises(ValueError, match="no pitch ratio within 0.0 semitones"):
+        SpeedPitchPerturber(SAMPLE_RATE, (1.0,), (2.0,), pitch_tolerance=0.0)  # refused up front

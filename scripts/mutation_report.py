@@ -177,11 +177,12 @@ def render(mutants: List[Mutant], wall_seconds: Optional[float], load: str, comm
             counts[mutant.status] += 1
         named = ("killed", "timeout", "survived", "no tests", "not checked")
         other = len(group) - sum(counts[s] for s in named)
-        _, _, percent = score(group)
+        _, group_counted, percent = score(group)
+        shown = f"{percent:.1f} %" if group_counted else "—"
         out.append(
             f"| `{module}` | {len(group)} | {counts['killed']} | {counts['timeout']} | {counts['survived']} | "
             f"{counts['no tests']} | {other} | {sum(m.explained for m in group)} | {counts['not checked']} | "
-            f"{percent:.1f} % |"
+            f"{shown} |"
         )
     out += ["", "Statuses are mutmut's: *no tests* means no test of the fast selection runs the mutated "
             "function; *other* counts suspicious and segfault. Score = (killed + timeout) / (checked - "

@@ -38,20 +38,21 @@ class ListedMutant:
     original: str
     mutated: str
     tests: Sequence[str]
+    pattern: bool = False  # original is a regular expression, mutated its replacement
 
 
 MUTANTS = [
     ListedMutant(
         "alpha-one-term", "criterion: alpha weighs only IDM(Z_b)", "laser_fairseq/criterions/laser_criterion.py",
-        'idm = contrastive_idm(out["z_a"], out["lengths_a"], self.cfg.sigma, self.cfg.margin) + ',
-        'idm = contrastive_idm(out["z_a"], out["lengths_a"], self.cfg.sigma, self.cfg.margin) / self.cfg.alpha + ',
-        ["tests/test_criterion.py"],
+        r'(contrastive_idm\((?:z_a|out\["z_a"\]), out\["lengths_a"\], self\.cfg\.sigma, self\.cfg\.margin\)) \+ ',
+        r"\1 / self.cfg.alpha + ",
+        ["tests/test_criterion.py"], pattern=True,
     ),
     ListedMutant(
         "idm-b-padding", "criterion: IDM(Z_b) without its lengths (padding counted)",
         "laser_fairseq/criterions/laser_criterion.py",
-        'out["z_b"], out["lengths_b"], self.cfg.sigma, self.cfg.margin', 'out["z_b"], None, self.cfg.sigma, self.cfg.margin',
-        ["tests/test_criterion.py"],
+        r'((?:z_b|out\["z_b"\]), )out\["lengths_b"\](, self\.cfg\.sigma, self\.cfg\.margin)', r"\1None\2",
+        ["tests/test_criterion.py"], pattern=True,
     ),
     ListedMutant(
         "pitch-ratio", "pitch shift stretches by the ratio instead of its inverse", "laser_fairseq/data/perturbation.py",
@@ -117,10 +118,14 @@ def apply(mutant: ListedMutant, root: str) -> bool:
     path = os.path.join(root, mutant.path)
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    if text.count(mutant.original) != 1:
+    if mutant.pattern:
+        mutated, count = re.subn(mutant.original, mutant.mutated, text)
+    else:
+        mutated, count = text.replace(mutant.original, mutant.mutated), text.count(mutant.original)
+    if count != 1:
         return False
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text.replace(mutant.original, mutant.mutated))
+        handle.write(mutated)
     return True
 
 

@@ -14,7 +14,7 @@ from laser_fairseq.export import (
     ExportVerificationError,
     export_checkpoint,
     plan_export,
-    verify_weights,
+    verify_export,
 )
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
 from test_analysis import laser_checkpoint_with_new_top_blocks
@@ -75,7 +75,7 @@ def test_verification_checks_every_tensor_of_the_trained_blocks_too(files, tmp_p
     plan = plan_export(laser_path)
     output = str(tmp_path / "exported.pt")
     export_checkpoint(laser_path, output)
-    verify_weights(output, plan.fmt, plan.source.weights, plan.trained, plan.trained_blocks)
+    verify_export(output, laser_path)
     trained_key = next(key for key in plan.merged if in_trained_blocks(key) and key.endswith("fc1.weight"))
     frozen_key = "encoder.layers.0.fc1.weight"
     bad_values = {
@@ -87,7 +87,7 @@ def test_verification_checks_every_tensor_of_the_trained_blocks_too(files, tmp_p
         bad = str(tmp_path / f"{name}.pt")
         corrupted_copy(output, bad, key, value)
         with pytest.raises(ExportVerificationError, match=rf"1 tensors differ .*{key}"):
-            verify_weights(bad, plan.fmt, plan.source.weights, plan.trained, plan.trained_blocks)
+            verify_export(bad, laser_path)
 
 
 def test_a_run_whose_frozen_tensors_differ_from_the_upstream_is_refused(files, tmp_path):

@@ -5,6 +5,8 @@ import logging
 from typing import Iterable, Tuple
 
 import torch
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq import checkpoint_utils
 
 from ..checkpoint_io import SAFE_GLOBALS, CheckpointError, load_checkpoint, resolve_globals

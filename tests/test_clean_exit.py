@@ -11,8 +11,6 @@ import subprocess
 
 import pytest
 
-from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
-
 from laser_runs import REPO, demo_train_command
 
 DEMO = os.path.join(REPO, "manifests", "demo")
@@ -31,13 +29,6 @@ def overrides(data: str):
         "dataset.disable_validation=true",
         "lr_scheduler.total_num_update=1",
     ]
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("upstream") / "tiny_hubert.pt")
-    save_checkpoint(make_tiny_hubert(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from laser_fairseq.checkpoint_io import load_checkpoint
-from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
@@ -103,13 +102,6 @@ def assert_bit_identical(path_a, path_b):
     for index in optimizer_a:
         for name, value in optimizer_a[index].items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(optimizer_b[index][name])), (index, name)
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("upstream") / "tiny_hubert.pt")
-    save_checkpoint(make_tiny_hubert(), path)
-    return path
 
 
 def killed_and_resumed(upstream, run_dir, num_workers, beside=None, tear_last=False):

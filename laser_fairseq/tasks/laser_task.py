@@ -59,7 +59,7 @@ class LaserTaskConfig(FairseqDataclass):
         metadata={"help": "keep data-loader workers alive after a loader is exhausted (the installed fairseq's "
                           "default). false: every epoch's and every validation's workers exit when their loader "
                           "is done, instead of when garbage collection finds the loader, which can stall a "
-                          "checkpoint save by 5 s per loader"},
+                          "checkpoint save by up to 5 s per worker"},
     )
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")

@@ -12,6 +12,8 @@ import pickle
 from typing import Any, Iterable, List
 
 import torch
+
+from . import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.data.dictionary import Dictionary
 
 SAFE_GLOBALS: List[Any] = [Dictionary, argparse.Namespace]

@@ -14,6 +14,8 @@ import shutil
 from typing import Optional
 
 import torch
+
+from . import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.data.dictionary import Dictionary
 from fairseq.dataclass.configs import FairseqConfig
 from fairseq.models.hubert import HubertConfig

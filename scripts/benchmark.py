@@ -36,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -431,7 +430,6 @@ def main(argv=None) -> None:
     import numba
     import torch
 
-    logging.getLogger("numba").setLevel(logging.WARNING)  # fairseq's import sets the root logger to DEBUG
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.flush_denormal:

@@ -20,6 +20,8 @@ import logging
 from typing import Iterable, Optional, Sequence
 
 import torch
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq import checkpoint_utils, tasks
 from fairseq.data.dictionary import Dictionary
 from omegaconf import DictConfig, OmegaConf

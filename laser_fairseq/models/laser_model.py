@@ -7,6 +7,8 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING

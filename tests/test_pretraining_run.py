@@ -47,7 +47,7 @@ SCHEDULE = {
         "dataset.validate_interval_updates": SAVE_EVERY, "common.log_interval": 1,
     },
     "kmeans": {"n_init": 1, "batch_size": 500},
-    "analysis": {"split": "valid", "max_utterances": 6},
+    "analysis": {"split": "valid", "max_utterances": 6, "probe_train_utterances": 20},
     "iterations": [
         {"target": "mfcc", "n_clusters": 8, "max_update": UPDATES, "init": "scratch"},
         {"target": {"layer": 1}, "n_clusters": 10, "max_update": UPDATES, "init": "previous"},
@@ -57,7 +57,9 @@ SCHEDULE = {
 
 def stand_in_phones(directory: str):
     """Deterministic frame labels for the demo corpus (it has none): 'sil' for the first and last 10 frames,
-    the transcript's letters spread evenly in between (one label per 50 Hz frame, the CNN's frame count)."""
+    the transcript's letters spread evenly in between (one label per 50 Hz frame, the CNN's frame count),
+    and their dict.phn.txt."""
+    counts = {}
     for split in ("train", "valid"):
         manifest = read_manifest(os.path.join(directory, f"{split}.tsv"))
         letters = [line.replace("|", "").split() for line in open(os.path.join(directory, f"{split}.ltr"))]
@@ -66,8 +68,12 @@ def stand_in_phones(directory: str):
             frames = (entry.num_samples - 400) // 320 + 1
             inner = frames - 20
             lines.append(" ".join(["sil"] * 10 + [word[i * len(word) // inner] for i in range(inner)] + ["sil"] * 10))
+            for symbol in lines[-1].split():
+                counts[symbol] = counts.get(symbol, 0) + 1
         with open(os.path.join(directory, f"{split}.phn"), "w") as handle:
             handle.write("\n".join(lines) + "\n")
+    with open(os.path.join(directory, "dict.phn.txt"), "w") as handle:
+        handle.write("".join(f"{symbol} {count}\n" for symbol, count in sorted(counts.items())))
 
 
 @pytest.fixture(scope="module")
@@ -180,9 +186,12 @@ def test_summary_lists_every_iteration_with_its_checkpoint_and_measures(runs):
         assert 0.0 < quality["pnmi"] < 1.0 and quality["clusters"] <= n_clusters
         assert [layer["name"] for layer in entry["layers"]] == ["cnn", "block0_in", "block1", "block2"]
         assert all(0.0 <= layer["input_cka"] <= 1.0 for layer in entry["layers"])
+        assert all(0.0 <= layer["phone_acc"] <= 1.0 for layer in entry["layers"])  # the corpus has .phn labels
     assert summary["random"]["layers"] and summary["completed_updates"] == 2 * UPDATES
     for name in ("report.md", "report.csv", "report.png"):
         assert os.path.getsize(os.path.join(runs["reference"], name)) > 0
+    report = open(os.path.join(runs["reference"], "report.md")).read()
+    assert "## phone probe frame accuracy (`phone_acc`), layer x iteration" in report and "Chance level: " in report
     assert "| iter2 | layer 1 | 10 | 6 | previous |" in open(os.path.join(runs["reference"], "report.md")).read()
 
 

@@ -1,8 +1,9 @@
 """The layer analysis of one pretrained checkpoint, and a random model of the same shape as a baseline.
 
-Runs ``analysis.layerwise.analyze_upstream`` on the run's copy of a split and keeps every per-layer value it
-returns (``dataclasses.asdict`` of its results), so measures added there later (e.g. a phone probe) reach
-the pretraining report without changes here.
+Runs ``analysis.layerwise.analyze_upstream`` on the run's copy of a split, with the phone probe when the
+corpus has frame labels (``{split}.phn``, ``dict.phn.txt``, and ``train.tsv`` + ``train.phn`` to train it, all
+beside the manifest), and keeps every per-layer value it returns (``dataclasses.asdict`` of its results), so
+measures added there later reach the pretraining report without changes here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from ..analysis import report as analysis_report
 from ..analysis.features import make_perturber
 from ..analysis.layerwise import analyze_upstream
+from ..analysis.phone_labels import load_phone_probe_labels
 from ..analysis.utterances import load_utterances
 from ..checkpoint_io import load_checkpoint
 from ..models.trained_upstream import open_upstream
@@ -31,8 +33,11 @@ def analyze_checkpoint(model_path: str, data_dir: str, settings: AnalysisSetting
     """Analyse ``model_path`` on ``data_dir/<split>.tsv``; writes analysis.json, layers.csv, layers.md."""
     manifest = os.path.join(data_dir, f"{settings.split}.tsv")
     utterances = load_utterances(manifest, max_utterances=settings.max_utterances)
+    phone_labels, phone_labels_missing = load_phone_probe_labels(
+        utterances, max_train_utterances=settings.probe_train_utterances)
     upstream = open_upstream(model_path).upstream.to(device).eval()
-    analysis = analyze_upstream(upstream, utterances, make_perturber(), settings.seed, device)
+    analysis = analyze_upstream(upstream, utterances, make_perturber(), settings.seed, device,
+                                phone_labels=phone_labels, phone_labels_missing=phone_labels_missing)
     record = {key: value for key, value in _plain(dataclasses.asdict(analysis)).items() if key != "perturbations"}
     record["checkpoint"] = model_path
     record["manifest"] = manifest

@@ -18,6 +18,7 @@ import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..analysis.report import CHANCE_OF, TITLES
 from .files import read_json, write_json, write_text
 from .schedule import Schedule
 from .stamps import DONE, read_stamp
@@ -27,12 +28,6 @@ PRETRAINING_STAGES = ("features", "kmeans", "labels", "train")  # what the wall 
 NON_MEASURES = {"index", "name", "dim"}
 INPUT_LIKENESS = "input_cka"
 QUALITY_SPLIT = "valid"
-TITLES = {
-    "input_cka": "input likeness (CKA with log-mel)",
-    "invariance": "perturbation invariance",
-    "voice_probe": "voice probe accuracy",
-    "retrieval_map": "cross-voice retrieval MAP",
-}
 
 
 # ---------------------------------------------------------------------------------------------- collecting
@@ -58,6 +53,7 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
             "valid": done["train"].get("record", {}).get("valid") if "train" in done else None,
             "cluster_quality": done["labels"]["record"].get("quality") if "labels" in done else None,
             "layers": _layers(stage_dir(iteration.name, "analysis")) if "analysis" in done else None,
+            "chance": _chance(stage_dir(iteration.name, "analysis")) if "analysis" in done else None,
         }
         entry["pretraining_seconds"] = round(sum(entry["seconds"].get(s) or 0.0 for s in PRETRAINING_STAGES), 3)
         iterations.append(entry)
@@ -65,7 +61,8 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
     random_stamp = read_stamp(random_dir)
     random = None
     if random_stamp and random_stamp.get("status") == DONE:
-        random = {"checkpoint": os.path.join(random_dir, "model.pt"), "layers": _layers(random_dir)}
+        random = {"checkpoint": os.path.join(random_dir, "model.pt"), "layers": _layers(random_dir),
+                  "chance": _chance(random_dir)}
     data_stamp = read_stamp(os.path.join(run_dir, "data")) or {}
     return {
         "schedule": schedule.name,
@@ -83,6 +80,12 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
 
 def _layers(analysis_dir: str) -> List[dict]:
     return read_json(os.path.join(analysis_dir, "analysis.json"))["layers"]
+
+
+def _chance(analysis_dir: str) -> Dict[str, Optional[float]]:
+    """Chance level of each measure that has one (e.g. majority-class phone accuracy)."""
+    record = read_json(os.path.join(analysis_dir, "analysis.json"))
+    return {measure: record.get(field) for measure, field in CHANCE_OF.items()}
 
 
 def measures_of(layers: Optional[Sequence[dict]]) -> List[str]:
@@ -169,9 +172,13 @@ def run_markdown(summary: dict) -> str:
                   "in predicting the targets of masked frames at its last validation.", ""]
     columns = _columns(summary)
     measures = measures_of([layer for _, layers in columns for layer in layers])
+    chance = next((entry["chance"] for entry in [summary.get("random"), *summary["iterations"]]
+                   if entry and entry.get("chance")), {})
     for measure in measures:
         lines += [f"## {TITLES.get(measure, measure)} (`{measure}`), layer x iteration", ""]
         lines += _table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure))
+        if chance.get(measure) is not None:
+            lines += ["", f"Chance level: {_fmt(chance[measure])}."]
         lines.append("")
     checkpoints = [(entry["name"], entry["checkpoint"]) for entry in summary["iterations"] if entry["checkpoint"]]
     if checkpoints:

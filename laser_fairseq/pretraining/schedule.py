@@ -82,6 +82,7 @@ class AnalysisSettings:
     split: str = "valid"  # manifest analysed (its train.tsv neighbour trains probes that need training data)
     max_utterances: Optional[int] = None  # the first N audio lines; None = all
     seed: int = 1  # perturbation seed of the invariance measure
+    probe_train_utterances: int = 500  # train.tsv utterances the phone probe trains on (evenly spaced)
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,7 @@ def _analysis(value: Any, where: _Where) -> AnalysisSettings:
     if settings.max_utterances is not None:
         _integer(settings.max_utterances, where, "analysis.max_utterances", minimum=1)
     _integer(settings.seed, where, "analysis.seed", minimum=0)
+    _integer(settings.probe_train_utterances, where, "analysis.probe_train_utterances", minimum=2)
     return settings
 
 

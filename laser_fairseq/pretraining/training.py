@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from ..checkpoint_io import load_checkpoint
+from ..checkpoint_recovery import ensure_resumable
 from ..export import genuine_hubert_cfg
 from .files import atomic_path
 from .schedule import Iteration, override_arguments
@@ -68,11 +69,14 @@ def train_command(
 
 
 def start_overrides(save_dir: str, init_checkpoint: Optional[str]) -> List[str]:
-    """How training (re)starts -- the one place to change for checkpoint recovery.
+    """How training (re)starts.
 
-    With a checkpoint_last.pt in ``save_dir`` fairseq resumes from it (its default restore_file); without
-    one, a warm start begins from ``init_checkpoint`` and a scratch start from fairseq's fresh model.
+    With a checkpoint_last.pt in ``save_dir`` fairseq resumes from it (its default restore_file), after
+    ``ensure_resumable`` replaced a copy torn by a kill with the newest intact checkpoint; without one, a warm
+    start begins from ``init_checkpoint`` and a scratch start from fairseq's fresh model.
     """
+    if os.path.isdir(save_dir):
+        ensure_resumable(save_dir)
     if os.path.exists(os.path.join(save_dir, LAST)) or init_checkpoint is None:
         return []
     return [f"checkpoint.finetune_from_model={init_checkpoint}"]

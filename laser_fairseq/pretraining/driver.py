@@ -15,7 +15,6 @@ Run directory layout::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..data.manifest import read_manifest
+from ..export import sha256_of
 from . import cluster_quality, features, kmeans, report, run_data, training
 from .files import write_json, write_text
 from .layer_analysis import ANALYSIS_JSON, LAYERS_CSV, LAYERS_MD, analyze_checkpoint, write_random_model
@@ -54,12 +54,10 @@ def stage_names(schedule: Schedule) -> List[str]:
     return names
 
 
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-
 class Driver:
+    """Runs the stages of ``schedule`` on the corpus in ``data_dir`` into ``run_dir``; ``echo`` gets one line
+    per stage event and fairseq's progress lines."""
+
     def __init__(self, schedule: Schedule, data_dir: str, run_dir: str, force: List[str] = (),
                  stop_after: Optional[str] = None, device: str = "cpu", echo: Callable[[str], None] = print):
         names = stage_names(schedule)
@@ -229,7 +227,7 @@ class Driver:
             inputs[f"{previous}.train"] = run_id_of(self.stage_dir(previous, "train"), f"{previous}.train")
         settings = {
             "config": os.path.basename(iteration.config_path),
-            "config_sha256": file_sha256(iteration.config_path),
+            "config_sha256": sha256_of(iteration.config_path),
             "overrides": iteration.overrides,
             "max_update": iteration.max_update,
             "init": iteration.init,

@@ -9,11 +9,11 @@ so probes that train on ``train.tsv`` find it beside the analysed manifest.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Dict, Iterable, List
 
 from ..data.manifest import Manifest, read_manifest
+from ..export import sha256_of
 from .files import write_text
 
 REQUIRED_SPLITS = ("train", "valid")
@@ -47,11 +47,7 @@ def source_files(data_dir: str, splits: Iterable[str]) -> List[str]:
 
 def file_digests(data_dir: str, names: Iterable[str]) -> Dict[str, str]:
     """sha256 of every source file: the data stage's settings (a changed corpus is detected)."""
-    digests = {}
-    for name in names:
-        with open(os.path.join(data_dir, name), "rb") as handle:
-            digests[name] = hashlib.sha256(handle.read()).hexdigest()
-    return digests
+    return {name: sha256_of(os.path.join(data_dir, name)) for name in names}
 
 
 def write_run_data(data_dir: str, names: Iterable[str], out_dir: str) -> List[str]:

@@ -51,20 +51,21 @@ def train_command(
     """The fairseq-hydra-train command of one iteration (driver keys first, then the schedule's overrides)."""
     config_dir, config_file = os.path.split(iteration.config_path)
     rate = iteration.target.label_rate
+    driver_keys = {
+        "common.user_dir": USER_DIR,
+        "common.seed": seed,
+        "task.data": data_dir,
+        "task.label_dir": label_dir,
+        "task.labels": ["km"],
+        "model.label_rate": rate,
+        "task.label_rate": rate,
+        "checkpoint.save_dir": save_dir,
+        "optimization.max_update": iteration.max_update,
+        "hydra.run.dir": hydra_dir,
+    }
     return [
         hydra_train(), "--config-dir", config_dir, "--config-name", os.path.splitext(config_file)[0],
-        f"common.user_dir={USER_DIR}",
-        f"common.seed={seed}",
-        f"task.data={data_dir}",
-        f"task.label_dir={label_dir}",
-        "task.labels=[km]",
-        f"model.label_rate={rate}",
-        f"task.label_rate={rate}",
-        f"checkpoint.save_dir={save_dir}",
-        f"optimization.max_update={iteration.max_update}",
-        f"hydra.run.dir={hydra_dir}",
-        *start_overrides,
-        *override_arguments(iteration.overrides),
+        *override_arguments(driver_keys), *start_overrides, *override_arguments(iteration.overrides),
     ]
 
 
@@ -79,7 +80,7 @@ def start_overrides(save_dir: str, init_checkpoint: Optional[str]) -> List[str]:
         ensure_resumable(save_dir)
     if os.path.exists(os.path.join(save_dir, LAST)) or init_checkpoint is None:
         return []
-    return [f"checkpoint.finetune_from_model={init_checkpoint}"]
+    return override_arguments({"checkpoint.finetune_from_model": init_checkpoint})
 
 
 def run_training(command: Sequence[str], log_path: str, echo=None) -> None:

@@ -188,10 +188,13 @@ def test_summary_lists_every_iteration_with_its_checkpoint_and_measures(runs):
         assert all(0.0 <= layer["input_cka"] <= 1.0 for layer in entry["layers"])
         assert all(0.0 <= layer["phone_acc"] <= 1.0 for layer in entry["layers"])  # the corpus has .phn labels
     assert summary["random"]["layers"] and summary["completed_updates"] == 2 * UPDATES
+    for scores in summary["random"]["inputs"].values():  # the phone probe on log-mel and MFCC frames
+        assert 0.0 <= scores["phone_acc"] <= 1.0
     for name in ("report.md", "report.csv", "report.png"):
         assert os.path.getsize(os.path.join(runs["reference"], name)) > 0
     report = open(os.path.join(runs["reference"], "report.md")).read()
     assert "## phone probe frame accuracy (`phone_acc`), layer x iteration" in report and "Chance level: " in report
+    assert "Same probe on the inputs: log-mel (80-d) " in report
     assert "| iter2 | layer 1 | 10 | 6 | previous |" in open(os.path.join(runs["reference"], "report.md")).read()
 
 

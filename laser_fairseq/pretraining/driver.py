@@ -9,7 +9,8 @@ Run directory layout::
     RUN/iter<i>/labels/              stage "iter<i>.labels": {split}.km, dict.km.txt, quality.json
     RUN/iter<i>/train/               stage "iter<i>.train": checkpoints/, train.log, init.pt, model.pt
     RUN/iter<i>/analysis/            stage "iter<i>.analysis": analysis.json, layers.csv, layers.md
-    RUN/random/analysis/             stage "random.analysis": a random model shaped like iteration 1's
+    RUN/random/analysis/             stage "random.analysis": a random model shaped like iteration 1's, and the
+                                     phone probe on the inputs (log-mel, MFCC)
     RUN/summary.json, RUN/report.*   rewritten after every iteration (see ``report``)
 """
 
@@ -284,7 +285,8 @@ class Driver:
             return self._maybe_stop(stage)
         model = os.path.join(stage.directory, MODEL)
         write_random_model(self.model_path(first), self.schedule.seed, model)
-        analyze_checkpoint(model, self.data_dir, self.schedule.analysis, self.device, RANDOM, stage.directory)
+        analyze_checkpoint(model, self.data_dir, self.schedule.analysis, self.device, RANDOM, stage.directory,
+                           with_inputs=True)
         self._finish(stage, [MODEL, ANALYSIS_JSON, LAYERS_CSV, LAYERS_MD])
 
     # ------------------------------------------------------------------------------------------ report

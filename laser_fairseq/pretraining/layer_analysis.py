@@ -20,6 +20,7 @@ from ..analysis.utterances import load_utterances
 from ..checkpoint_io import load_checkpoint
 from ..models.trained_upstream import open_upstream
 from .files import write_json, write_text
+from .input_baselines import input_phone_scores
 from .schedule import AnalysisSettings
 from .training import fresh_model, pretrained_checkpoint, save_atomically
 
@@ -29,8 +30,11 @@ LAYERS_MD = "layers.md"
 
 
 def analyze_checkpoint(model_path: str, data_dir: str, settings: AnalysisSettings, device: str, label: str,
-                       out_dir: str) -> dict:
-    """Analyse ``model_path`` on ``data_dir/<split>.tsv``; writes analysis.json, layers.csv, layers.md."""
+                       out_dir: str, with_inputs: bool = False) -> dict:
+    """Analyse ``model_path`` on ``data_dir/<split>.tsv``; writes analysis.json, layers.csv, layers.md.
+
+    ``with_inputs``: also the phone probe on log-mel and MFCC frames (``inputs`` in analysis.json).
+    """
     manifest = os.path.join(data_dir, f"{settings.split}.tsv")
     utterances = load_utterances(manifest, max_utterances=settings.max_utterances)
     phone_labels, phone_labels_missing = load_phone_probe_labels(
@@ -41,6 +45,8 @@ def analyze_checkpoint(model_path: str, data_dir: str, settings: AnalysisSetting
     record = {key: value for key, value in _plain(dataclasses.asdict(analysis)).items() if key != "perturbations"}
     record["checkpoint"] = model_path
     record["manifest"] = manifest
+    if with_inputs and phone_labels is not None:
+        record["inputs"] = _plain(input_phone_scores(phone_labels))
     write_json(os.path.join(out_dir, ANALYSIS_JSON), record)
     labelled = analysis_report.LabelledAnalysis(label, model_path, label, analysis)
     analysis_report.write_csv(os.path.join(out_dir, LAYERS_CSV), labelled)

@@ -62,7 +62,8 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
     random = None
     if random_stamp and random_stamp.get("status") == DONE:
         random = {"checkpoint": os.path.join(random_dir, "model.pt"), "layers": _layers(random_dir),
-                  "chance": _chance(random_dir)}
+                  "chance": _chance(random_dir),
+                  "inputs": read_json(os.path.join(random_dir, "analysis.json")).get("inputs")}
     data_stamp = read_stamp(os.path.join(run_dir, "data")) or {}
     return {
         "schedule": schedule.name,
@@ -179,6 +180,7 @@ def run_markdown(summary: dict) -> str:
         lines += _table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure))
         if chance.get(measure) is not None:
             lines += ["", f"Chance level: {_fmt(chance[measure])}."]
+        lines += _input_line(summary, measure)
         lines.append("")
     checkpoints = [(entry["name"], entry["checkpoint"]) for entry in summary["iterations"] if entry["checkpoint"]]
     if checkpoints:
@@ -200,6 +202,18 @@ def _layer_rows(columns: List[tuple], measure: str) -> List[List[str]]:
     return rows
 
 
+def _input_line(summary: dict, measure: str) -> List[str]:
+    """The same probe on the model inputs (log-mel, MFCC), when the run measured them."""
+    inputs = (summary.get("random") or {}).get("inputs") or {}
+    values = [(name, scores.get(measure)) for name, scores in inputs.items() if scores.get(measure) is not None]
+    if not values:
+        return []
+    return ["", "Same probe on the inputs: " + ", ".join(f"{INPUT_NAMES.get(n, n)} {_fmt(v)}" for n, v in values) + "."]
+
+
+INPUT_NAMES = {"log_mel": "log-mel (80-d)", "mfcc": "MFCC (39-d)"}
+
+
 def run_csv(summary: dict) -> str:
     """Long format: one row per (model, layer, measure); iteration-level values have an empty layer."""
     out = io.StringIO()
@@ -214,6 +228,9 @@ def run_csv(summary: dict) -> str:
         for layer in layers:
             for measure in measures_of([layer]):
                 writer.writerow([label, layer["index"], layer["name"], measure, layer.get(measure)])
+    for name, scores in ((summary.get("random") or {}).get("inputs") or {}).items():
+        for measure, value in scores.items():
+            writer.writerow([name, "", "input", measure, value])
     return out.getvalue()
 
 
@@ -308,7 +325,8 @@ def compare_markdown(summaries: Sequence[dict], command: str = "") -> str:
     measures = measures_of([layer for _, layers in columns for layer in layers])
     for measure in measures:
         lines += [f"## Final model: {TITLES.get(measure, measure)} (`{measure}`) per layer", ""]
-        lines += _table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure)) + [""]
+        lines += _table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure))
+        lines += _input_line(summaries[0], measure) + [""]
     lines += ["Wall time counts features, k-means, labels and training (not the analysis). `random` is a "
               "randomly initialised model of the first schedule's shape.", ""]
     return "\n".join(lines)
@@ -350,6 +368,10 @@ def plot_comparison(path: str, summaries: Sequence[dict]):
             points = [(layer["index"], layer.get(measure)) for layer in random["layers"] if layer.get(measure) is not None]
             if points:
                 axis.plot(*zip(*points), ":", color="grey", label="random")
+            for (name, scores), style in zip((random.get("inputs") or {}).items(), ("--", "-.")):
+                if scores.get(measure) is not None:
+                    axis.axhline(scores[measure], color="black", linestyle=style, linewidth=0.8,
+                                 label=INPUT_NAMES.get(name, name))
         axis.set_xticks(range(len(names)))
         axis.set_xticklabels(names, rotation=45, fontsize=7)
         axis.set_title(TITLES.get(measure, measure), fontsize=10)

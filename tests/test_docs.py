@@ -153,21 +153,19 @@ LASER_DEMO = ("fairseq-hydra-train --config-dir examples/laser/config --config-n
               "model.upstream_path=/m.pt checkpoint.save_dir=/s common.tensorboard_logdir=/t")
 LASER_BASE = ("--config-dir examples/laser/config --config-name laser_hubert_base task.data=/d "
               "model.upstream_path=/m.pt")
+HYDRA = f"fairseq-hydra-train {LASER_BASE}"
+TORCHRUN = "torchrun --nproc_per_node 2 $(which fairseq-hydra-train)"
+EXPORT = "python scripts/export_checkpoint.py --checkpoint c.pt --output o.pt"
+PREPARE = ".venv/bin/python scripts/prepare_librispeech.py /data/LibriSpeech"
 # (a command that passes, the same command broken, what the error names)
 GOOD_AND_BROKEN = [
     (f"{LASER_DEMO} criterion.alpha=0", f"{LASER_DEMO} criterion.alpah=0", "Could not override 'criterion.alpah'"),
-    (f"fairseq-hydra-train {LASER_BASE} criterion.alpha=0.2", f"fairseq-hydra-train {LASER_BASE} criterion.alpha=high",
-     "could not be converted to Float"),
-    (f"fairseq-hydra-train {LASER_BASE} task.swap_views=false", f"fairseq-hydra-train {LASER_BASE} task.swap_view=false",
-     "Could not override 'task.swap_view'"),
-    (f"torchrun --nproc_per_node 2 $(which fairseq-hydra-train) {LASER_BASE}",
-     f"torchrun --nproc_per_node 2 $(which fairseq-hydra-train) {LASER_BASE.replace('base', 'bas')}", "laser_hubert_bas"),
-    (f"fairseq-hydra-train {LASER_BASE}", f"fairseq-hydra-train {LASER_BASE.replace(' model.upstream_path=/m.pt', '')}",
-     "left at ???: model.upstream_path"),
-    ("python scripts/export_checkpoint.py --checkpoint c.pt --output o.pt --format s3prl",
-     "python scripts/export_checkpoint.py --checkpoint c.pt --output o.pt --format onnx", "invalid choice: 'onnx'"),
-    (".venv/bin/python scripts/prepare_librispeech.py /data/LibriSpeech --dest m",
-     ".venv/bin/python scripts/prepare_librispeech.py /data/LibriSpeech --destination m", "--destination"),
+    (f"{HYDRA} criterion.alpha=0.2", f"{HYDRA} criterion.alpha=high", "could not be converted to Float"),
+    (f"{HYDRA} task.swap_views=false", f"{HYDRA} task.swap_view=false", "Could not override 'task.swap_view'"),
+    (f"{TORCHRUN} {LASER_BASE}", f"{TORCHRUN} {LASER_BASE.replace('base', 'bas')}", "laser_hubert_bas"),
+    (HYDRA, HYDRA.replace(" model.upstream_path=/m.pt", ""), "left at ???: model.upstream_path"),
+    (f"{EXPORT} --format s3prl", f"{EXPORT} --format onnx", "invalid choice: 'onnx'"),
+    (f"{PREPARE} --dest m", f"{PREPARE} --destination m", "--destination"),
     ("python scripts/make_tiny_upstream.py --kind wavlm --output x.pt",
      "python scripts/make_tiny_upstream.py --kind wavlm --output x.pt --layers two", "invalid int value"),
     ("python scripts/run_demo.py", "python scripts/run_dem.py", "scripts/run_dem.py does not exist"),
@@ -258,7 +256,8 @@ def test_placeholders_are_mapped_only_where_they_stand_alone():
 
 def test_dead_links_and_anchors_are_reported(tmp_path):
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "a.md").write_text("# Title A\n\n## Some `code` (here)\n\nback to [readme](../README.md#top)\n")
+    (tmp_path / "docs" / "a.md").write_text(
+        "# Title A\n\n## Some `code` (here)\n\nback to [readme](../README.md#top)\n")
     (tmp_path / "README.md").write_text(textwrap.dedent("""\
         # Top
 

@@ -7,16 +7,18 @@ block may be a marker
   like the repository root (tiny upstreams and a LibriSpeech-layout tree stand in for the placeholders
   below; every ``fairseq-hydra-train`` gets ``TINY_OVERRIDES`` appended);
 - ``<!-- run: syntax -->``: needs a GPU, real data, the network or too much time, so it is checked without
-  running: ``bash -n``; each ``scripts/NAME.py`` call parsed by that script's own ``parse_args``; each
+  running: ``bash -n``; each ``scripts/NAME.py`` call parsed by that script's own ``parse_args`` (an
+  argument that is only a shell variable, ``$k``, is parsed as ``1``); each
   ``fairseq-hydra-train`` call composed by hydra with fairseq's schema and the registered task / model /
   criterion dataclasses (unknown or mistyped fields and unset ``???`` values fail); ``make`` targets and
   ``tests/`` paths must exist; Python is compiled;
 - ``<!-- run: text -->``: shown, not run (a synopsis, an output, a file's content); not allowed on
   bash / python blocks.
 
-A bash or python block without a marker, or any block that calls a project command (``scripts/*.py``,
-``fairseq-hydra-train``, ``torchrun``, ``make``, ``pytest``) without one, is an error: a command cannot be
-left unchecked by forgetting its marker.
+A bash or python block without a marker, or a block without a language that calls a project command
+(``scripts/*.py``, ``fairseq-hydra-train``, ``torchrun``, ``make``, ``pytest``) without one, is an error: a
+command cannot be left unchecked by forgetting its marker. Blocks in other languages (yaml, toml, ...) are
+never commands.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ TINY_OVERRIDES = (
     "optimization.max_update=2", "common.cpu=true", "dataset.num_workers=0", "dataset.batch_size=2",
     "task.max_sample_size=32000", "dataset.disable_validation=true",
 )
+SHELL_VARIABLE = re.compile(r"^\$(\w+|\{\w+\})$")  # an argument that is only a variable is checked as "1"
 SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")", ">", ">>", "<", "<<", "2>", "2>&1", "$"}
 
 
@@ -120,7 +123,7 @@ def marker_errors(block: Block) -> List[str]:
     if block.marker is None and block.language in CODE_LANGUAGES:
         return [f"{block.where}: {block.language} block without a marker: put <!-- run: tiny --> or "
                 f"<!-- run: syntax --> on the line before it"]
-    if block.marker is None and PROJECT_COMMAND.search(block.text):
+    if block.marker is None and not block.language and PROJECT_COMMAND.search(block.text):
         return [f"{block.where}: block calls a project command but has no marker: put <!-- run: tiny -->, "
                 f"<!-- run: syntax --> or (not a command) <!-- run: text --> on the line before it"]
     if block.marker == "text" and block.language in CODE_LANGUAGES:
@@ -381,11 +384,13 @@ def _command_errors(command: List[str], repo: str) -> List[str]:
     shown = " ".join(command)
     script = script_call(command)
     if script:
+        name, arguments = script
+        arguments = ["1" if SHELL_VARIABLE.match(argument) else argument for argument in arguments]
         try:
-            problem = parse_script_args(repo, *script)
+            problem = parse_script_args(repo, name, arguments)
         except (FileNotFoundError, AttributeError) as error:
             return [f"{shown}: {error}"]
-        return [f"{shown}: scripts/{script[0]}.py refuses the arguments: {problem}"] if problem else []
+        return [f"{shown}: scripts/{name}.py refuses the arguments: {problem}"] if problem else []
     hydra_arguments = hydra_call(command)
     if hydra_arguments is not None:
         try:

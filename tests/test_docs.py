@@ -166,8 +166,9 @@ GOOD_AND_BROKEN = [
     (HYDRA, HYDRA.replace(" model.upstream_path=/m.pt", ""), "left at ???: model.upstream_path"),
     (f"{EXPORT} --format s3prl", f"{EXPORT} --format onnx", "invalid choice: 'onnx'"),
     (f"{PREPARE} --dest m", f"{PREPARE} --destination m", "--destination"),
-    ("python scripts/make_tiny_upstream.py --kind wavlm --output x.pt",
-     "python scripts/make_tiny_upstream.py --kind wavlm --output x.pt --layers two", "invalid int value"),
+    ("for n in 2 4; do python scripts/make_tiny_upstream.py --kind wavlm --output x$n.pt --layers $n; done",
+     "for n in 2 4; do python scripts/make_tiny_upstream.py --kind wavlm --output x$n.pt --layers two; done",
+     "invalid int value"),
     ("python scripts/run_demo.py", "python scripts/run_dem.py", "scripts/run_dem.py does not exist"),
     ("make demo", "make demos", "no make target demos"),
     ("python -m pytest -q tests/test_criterion.py", "python -m pytest -q tests/test_criterion_x.py", "does not exist"),
@@ -241,9 +242,14 @@ def test_unmarked_or_wrongly_marked_commands_are_refused(tmp_path):
         ```
         [2026-12-02][fairseq.trainer][INFO] - an output block
         ```
+
+        ```yaml
+        # run with fairseq-hydra-train --config-dir ...
+        task: {_name: laser}
+        ```
         """)
     errors = [doc_blocks.marker_errors(block) for block in blocks]
-    assert [len(e) for e in errors] == [1, 1, 1, 1, 0, 0], errors
+    assert [len(e) for e in errors] == [1, 1, 1, 1, 0, 0, 0], errors
     assert "without a marker" in errors[0][0] and "calls a project command" in errors[1][0]
     assert "not text" in errors[2][0] and "unknown marker" in errors[3][0]
 

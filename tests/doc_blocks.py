@@ -76,15 +76,23 @@ class Block:
 # ------------------------------------------------------------------------------------------------ reading
 
 
+NOT_DOCS = {"outputs", "runs", "mutants", "build", "node_modules", "__pycache__"}  # outside git: skipped
+
+
 def doc_files(repo: str) -> List[str]:
-    """Every markdown file of the repository (tracked or new, not ignored), relative to ``repo``."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.md"],
-        cwd=repo, capture_output=True, text=True,
-    )
-    if listed.returncode != 0:
-        raise RuntimeError(f"git ls-files failed in {repo}: {listed.stderr.strip()}")
-    return sorted(path for path in set(listed.stdout.split()) if os.path.exists(os.path.join(repo, path)))
+    """Every markdown file of the repository (tracked or new, not ignored by git), relative to ``repo``."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.md"],
+                                cwd=repo, capture_output=True, text=True)
+    except FileNotFoundError:  # no git on this machine
+        listed = None
+    if listed is not None and listed.returncode == 0:
+        return sorted(path for path in set(listed.stdout.split()) if os.path.exists(os.path.join(repo, path)))
+    found = []
+    for folder, subfolders, files in os.walk(repo):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".") and name not in NOT_DOCS]
+        found += [os.path.relpath(os.path.join(folder, name), repo) for name in files if name.endswith(".md")]
+    return sorted(found)
 
 
 def read_blocks(path: str, text: Optional[str] = None) -> List[Block]:

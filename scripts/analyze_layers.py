@@ -5,8 +5,7 @@ For every layer (cnn, block0_in, block1 .. blockL) on the utterances of a manife
 input likeness (linear CKA with log-mel), perturbation invariance (DTW-aligned cosine similarity to the
 utterance's speed+pitch perturbed copy), voice information (sentence-held-out linear probe accuracy) and
 content (cross-voice same-sentence retrieval MAP), and with frame phone labels a linear phone probe
-(frame accuracy and phone error rate on held-out sentences). See README.md, "Layer-wise analysis", and
-docs/phone_probe.md.
+(frame accuracy and phone error rate on held-out sentences). See docs/analysis.md and docs/phone_probe.md.
 
     python scripts/analyze_layers.py --checkpoint hubert_base_ls960.pt --compare laser_hubert.pt \\
         --manifest manifests/demo/train.tsv

@@ -12,8 +12,7 @@ The trained top blocks are merged into the original upstream (cfg.model.upstream
 format: fairseq or s3prl's converted format (HuBERT), unilm (WavLM), or a Hugging Face transformers directory
 (a run started from one). --format hf writes such a directory from any upstream. The output is read back and
 checked tensor by tensor (an hf directory also by transformers itself, hidden states of every layer) before
-success is reported. See README.md, "Export back to fairseq and s3prl", docs/huggingface.md and
-docs/checkpoints.md.
+success is reported. See docs/export.md, docs/huggingface.md and docs/checkpoints.md.
 """
 
 import argparse

@@ -423,7 +423,8 @@ the folder holding the manifest; the task resolves it against that folder.
 Needs espeak-ng (`apt-get install espeak-ng`), torch, torchaudio, numpy and
 soundfile. From the repository root:
 
-```
+<!-- run: syntax -->
+```bash
 python scripts/make_demo_corpus.py --force
 ```
 

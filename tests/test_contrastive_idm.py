@@ -1,4 +1,4 @@
-"""Contrastive-IDM against a float64 loop written straight from the definition (REFERENCE §1)."""
+"""Contrastive-IDM against a float64 loop written straight from the definition (examples/laser/README.md)."""
 
 import math
 

@@ -348,7 +348,7 @@ def test_crops_are_exactly_max_sample_size_at_every_offset_and_reproducible():
 
 def test_time_stretch_at_rate_one_gives_the_waveform_back_and_the_pitch_shift_keeps_its_known_level():
     """Hann analysis and synthesis windows: exact reconstruction at rate 1; a shifted 300 Hz tone keeps the
-    level torchaudio's stock PitchShift gives it (RMS 0.354 -> ~0.085 at +2 st, REFERENCE.md section 5)."""
+    level torchaudio's stock PitchShift gives it (RMS 0.354 -> ~0.085 at +2 st, measured with PitchShift)."""
     wave = tone(300.0, seconds=3.0)
     torch.testing.assert_close(time_stretch(wave, 1.0), wave, rtol=0, atol=1e-5)
     middle = pitch_shift(wave, 2.0)[SAMPLE_RATE // 2 : -SAMPLE_RATE // 2]

@@ -10,6 +10,6 @@
 - ``layerwise``    the measures for every layer of one upstream
 - ``report``       CSV, markdown, PNG plots and a JSON summary
 
-The command line is ``scripts/analyze_layers.py``; README.md ("Layer-wise analysis") explains how to read the
-results, docs/phone_probe.md the phone probe and ``scripts/alignments_to_frame_labels.py``.
+The command line is ``scripts/analyze_layers.py``; docs/analysis.md explains how to read the results,
+docs/phone_probe.md the phone probe and ``scripts/alignments_to_frame_labels.py``.
 """

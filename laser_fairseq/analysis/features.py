@@ -38,7 +38,7 @@ MEL_HOP = 320  # 20 ms: the CNN's stride, so mel frame t covers the same samples
 MEL_BINS = 80
 LOG_FLOOR = 1e-6
 
-# LASER's HuBERT Base perturbation (REFERENCE.md, the task's defaults)
+# LASER's HuBERT Base perturbation (the task's defaults, examples/laser/README.md)
 DEFAULT_SPEED_FACTORS = (0.9, 1.0, 1.1)
 DEFAULT_PITCH_SHIFTS = (-2.0, 2.0)
 

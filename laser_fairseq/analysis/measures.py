@@ -12,8 +12,9 @@ into ``(U, C)``. Label lists (voice ids, sentence ids) have one entry per uttera
 - :func:`cross_voice_retrieval` -- content: mean average precision of finding the same sentence spoken by
   other voices, ranked by length-normalised DTW cosine distance.
 
-Everything is computed in float64 except the frame similarity matrices of the retrieval (float32 inputs
-stay float32 there; the DTW sums run in float64).
+Everything is computed in float64 except the frame similarity matrices of the retrieval, which are float32
+whatever the input dtype (unit-norm frames are cast to float32 before the matmuls; the DTW sums run in
+float64).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
     CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with column-centred Xc, Yc. It is 1 when one
     representation is an orthogonal transform and/or isotropic scaling of the other (plus a shift), and
-    near 0 (a bias of order p*q/n^2 remains) for independent random features. NaN if either input is
-    constant (no variance to compare).
+    near 0 for independent random features: a bias of about sqrt(p*q)/n remains (p, q << n; e.g. 0.02
+    for p = q = 40, n = 2000). NaN if either input is constant (no variance to compare).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

@@ -3,9 +3,12 @@
 The view is made with torchaudio: speed perturbation (``torchaudio.functional.speed``, a polyphase
 resampling) followed by a pitch shift (phase-vocoder time stretch, then resampling back to the original
 length). torchaudio's stock ``PitchShift`` resamples from ``int(sr / rate)`` Hz to ``sr``; for +-2 semitones
-at 16 kHz that ratio has no common factor (17959:16000) and its sinc kernel makes one 4 s call cost ~0.9 s.
-Here the pitch ratio is instead the closest fraction with small terms within ``tolerance`` semitones of the
-request (e.g. 9/8 = 2.039 semitones for +2), which costs a few milliseconds and shifts by a known amount.
+at 16 kHz that ratio has no common factor (17959:16000): its first call builds a 16000 x 17973 float32 sinc
+kernel (1.15 GB, ~4.7 GB peak while building) and took 8-25 s on the project's 2-core machine, later calls
+0.6-3.5 s per 4 s of audio, depending on load. Here the pitch ratio is instead the closest fraction with
+small terms within ``tolerance`` semitones of the request (e.g. 9/8 = 2.039 semitones for +2), whose
+resampling kernel is tiny: a 4 s speed + pitch perturbation takes 12-56 ms on one core, and shifts by a
+known amount.
 """
 
 import math

@@ -1,8 +1,9 @@
 """Distinct English sentences from a small committed grammar, for synthetic speech corpora.
 
 Why a grammar: it needs no download or extra package, gives millions of distinct, grammatical sentences of
-4-10 common words (1.5-4 s of speech), and its vocabulary (``word_lists.py``) is known to read well with
-espeak-ng — no digits, abbreviations or context-dependent readings, so the transcript is what is spoken.
+4-10 common words (1.3-3.9 s per synthesised utterance), and its vocabulary (``word_lists.py``) is known to
+read well with espeak-ng — no digits, abbreviations or context-dependent readings, so the transcript is what
+is spoken.
 
 A seed fixes the sentences (Python's ``random.Random``); two sentences count as the same when their
 transcripts (``transcript``: upper-case words, punctuation dropped) are equal, so "Did X go?" and "Did X go."

@@ -1,6 +1,6 @@
 """Soft-DTW and the soft-DTW divergence for padded, variable-length batches.
 
-Definitions (REFERENCE.md section 1), per pair, over the valid frames only::
+Definitions (LASER's objective, examples/laser/README.md), per pair, over the valid frames only::
 
     C_ij = ||x_i - y_j||^2
     R_ij = C_ij + softmin_g(R_{i-1,j-1}, R_{i-1,j}, R_{i,j-1}),  R_00 = 0,  R_0j = R_i0 = +inf

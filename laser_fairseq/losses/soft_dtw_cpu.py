@@ -1,6 +1,6 @@
 """numba CPU kernel for the soft-DTW dynamic programme (backend ``"numba"``).
 
-Design (measured trade-offs in REFERENCE.md section 4):
+Design (its speed against other implementations: docs/soft_dtw.md):
 
 * torch computes the dot products (3 bmm forward, 2 bmm backward); the kernel forms the costs
   ``||a||^2 + ||b||^2 - 2 <a, b>`` while it reads them, and writes the gradient matrices directly

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 class LaserModelConfig(FairseqDataclass):
     upstream_path: str = field(
         default=MISSING,
-        metadata={"help": "original upstream checkpoint: fairseq HuBERT (hubert_base_ls960.pt) or unilm "
-                          "WavLM (WavLM-Base.pt); the kind is detected from the file"},
+        metadata={"help": "the upstream: a fairseq HuBERT (hubert_base_ls960.pt) or unilm WavLM (WavLM-Base.pt) "
+                          "checkpoint, an s3prl-converted HuBERT or a Hugging Face HubertModel / WavLMModel "
+                          "directory; kind and format are detected from the file (docs/checkpoints.md)"},
     )
     trainable_layers: int = field(
         default=2,

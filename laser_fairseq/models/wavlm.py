@@ -27,10 +27,12 @@ choices, all of which match how s3prl's ``wavlm`` upstream drives that model:
 Apart from these, dropout modules use the cfg values in training mode exactly where unilm applies them.
 
 Two inherited properties worth knowing: with ``extractor_mode="default"`` (Base) the GroupNorm on conv 0
-normalises over all samples of the padded row, so valid frames depend slightly on how much padding follows
-(as in unilm); and the legacy ``weight_norm`` on ``encoder.pos_conv`` keeps the last computed weight as a
-plain attribute, so ``copy.deepcopy`` fails after a forward that built a graph through it (run ``embed``
-under ``torch.no_grad()``, as the frozen trunk does, or deepcopy before the first forward).
+normalises over all samples of the row it is given, so :meth:`WavLMEncoder.conv_features` called directly
+on a zero-padded batch lets the padding into the valid frames, as unilm does (``embed`` avoids this by
+giving it one utterance's valid samples at a time, above); and the legacy ``weight_norm`` on
+``encoder.pos_conv`` keeps the last computed weight as a plain attribute, so ``copy.deepcopy`` fails after a
+forward that built a graph through it (run ``embed`` under ``torch.no_grad()``, as the frozen trunk does, or
+deepcopy before the first forward).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
 #   make test      install, then the test suite
 #   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
 #   make mutate    install, then mutation testing of the core modules; writes docs/mutation_report.md
+#   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 
 PYTHON ?= python3.11
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed-$(shell cat $(INSTALL_INPUTS) 2>/dev/null | sha256su
 # Two OpenMP runtimes (torch's, numba's) busy-waiting on 2 cores slow each other down several times.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test bench mutate constraints
+.PHONY: install demo test bench mutate constraints pretrain-demo
 
 install: $(STAMP)
 
@@ -55,6 +56,16 @@ mutate: install
 	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) || exit $$?; \
 	$(PY) scripts/mutation_report.py --out docs/mutation_report.md \
 	  --wall-seconds $$(( $$(date +%s) - start )) --load "$$(uptime)"
+
+# The synthetic espeak-ng corpus (made once) and the tiny_progressive schedule on it; re-running continues
+# or skips what is done (examples/hubert_pretraining/README.md).
+PRETRAIN_CORPUS ?= outputs/synthetic_corpus
+PRETRAIN_RUN ?= outputs/pretrain/tiny_progressive
+pretrain-demo: install
+	@test -f $(PRETRAIN_CORPUS)/train.tsv || \
+	  $(PY) scripts/make_synthetic_corpus.py --out $(PRETRAIN_CORPUS) --sentences 250 --voices 8 --seed 1
+	$(PY) scripts/pretrain_hubert.py --schedule examples/hubert_pretraining/tiny_progressive.yaml \
+	  --data $(PRETRAIN_CORPUS) --out $(PRETRAIN_RUN)
 
 constraints:
 	$(PIP) freeze --exclude-editable | grep -v '^-e ' > constraints.txt.new

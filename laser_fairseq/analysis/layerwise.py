@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+from torch import Tensor
 
 from ..data.audio import read_audio
 from ..data.perturbation import SpeedPitchPerturber
@@ -160,13 +161,21 @@ def train_phone_probes(
 ) -> Tuple[List[phone_probe.LinearProbe], np.ndarray]:
     """(one probe per layer, the training class counts) from the probe's training utterances, unperturbed
     and streamed: the fitting utterances first, then the held-out ones that choose the shrinkage."""
+    return train_frame_probes(lambda waveform: layer_frames(upstream, waveform, device), labels, progress)
+
+
+def train_frame_probes(
+    frames_of: Callable[[Tensor], List[np.ndarray]], labels: PhoneProbeLabels, progress: Progress = _no_progress
+) -> Tuple[List[phone_probe.LinearProbe], np.ndarray]:
+    """``train_phone_probes`` for any frame features: ``frames_of((S,) waveform)`` -> per feature (T, C)
+    frames on the CNN's frame grid (e.g. the layers of an upstream, or input features)."""
     train = labels.train
     trainers: List[phone_probe.ProbeTrainer] = []
     order = np.argsort(labels.selection, kind="stable")  # fitting utterances first
     for done, index in enumerate(order.tolist(), start=1):
         utterance, frame_labels = train.utterances[index], train.labels[index]
         waveform = read_audio(utterance.path, SAMPLE_RATE, where=f"{train.manifest_path}:{utterance.line}")
-        layers = layer_frames(upstream, waveform, device)
+        layers = frames_of(waveform)
         check_frame_count(frame_labels, len(layers[0]), utterance, train.labels_path)
         if not trainers:
             trainers = [phone_probe.ProbeTrainer(frames.shape[1], len(labels.symbols)) for frames in layers]

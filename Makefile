@@ -1,7 +1,7 @@
 # laser-fairseq: `make demo` and `make test` set everything up in .venv (Python 3.11) and run.
 #
 #   make install   create/update .venv with pinned versions (constraints.txt); a no-op when up to date
-#   make demo      install, then LASER on the bundled corpus with a tiny HuBERT made on the fly
+#   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
 #   make test      install, then the test suite
 #   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
 #   make mutate    install, then mutation testing of the core modules; writes docs/mutation_report.md

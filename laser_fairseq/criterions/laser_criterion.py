@@ -13,6 +13,10 @@ from ..losses import contrastive_idm, soft_dtw_divergence
 @dataclass
 class LaserCriterionConfig(FairseqDataclass):
     gamma: float = field(default=0.1, metadata={"help": "soft-DTW smoothing (soft-min temperature)"})
+    sdtw_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of the soft-DTW divergence; 1 in LASER, 0 for the Contrastive-IDM-only ablation"},
+    )
     alpha: float = field(
         default=0.4, metadata={"help": "weight of the Contrastive-IDM regulariser; 0 = soft-DTW only (collapses)"}
     )
@@ -30,7 +34,11 @@ class LaserCriterionConfig(FairseqDataclass):
 
 @register_criterion("laser", dataclass=LaserCriterionConfig)
 class LaserCriterion(FairseqCriterion):
-    """Per pair: D(Z_a, Z_b) + alpha * (IDM(Z_a) + IDM(Z_b)); summed over pairs, sample_size = pairs."""
+    """Per pair: w * D(Z_a, Z_b) + alpha * (IDM(Z_a) + IDM(Z_b)); summed over pairs, sample_size = pairs.
+
+    w = ``sdtw_weight`` (1 in LASER). The ablations: alpha = 0 (soft-DTW only), w = 0 (Contrastive-IDM only);
+    the unweighted parts are logged as ``sdtw`` and ``idm`` either way.
+    """
 
     def __init__(self, cfg: LaserCriterionConfig, task):
         super().__init__(task)
@@ -45,7 +53,7 @@ class LaserCriterion(FairseqCriterion):
         idm = contrastive_idm(out["z_a"], out["lengths_a"], self.cfg.sigma, self.cfg.margin) + contrastive_idm(
             out["z_b"], out["lengths_b"], self.cfg.sigma, self.cfg.margin
         )
-        per_pair = divergence + self.cfg.alpha * idm
+        per_pair = self.cfg.sdtw_weight * divergence + self.cfg.alpha * idm
         loss = per_pair.sum() if reduce else per_pair
         pairs = per_pair.shape[0]
         logging_output = {

@@ -30,7 +30,7 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PY) -c "import fairseq, fairseq.libbase, fairseq.data.data_utils_fast" 2>/dev/null || \
 	  env -u CUDA_HOME $(PIP) install -q -c constraints.txt --no-build-isolation --no-cache-dir fairseq-fixed
 	$(PIP) install -q -c constraints.txt -e '.[test,bench,analysis]'
-	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, laser_fairseq"
+	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, espeakng_loader, laser_fairseq"
 	$(PIP) check
 	@rm -f $(VENV)/.installed-*
 	@touch $@

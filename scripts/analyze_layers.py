@@ -4,13 +4,18 @@
 For every layer (cnn, block0_in, block1 .. blockL) on the utterances of a manifest:
 input likeness (linear CKA with log-mel), perturbation invariance (DTW-aligned cosine similarity to the
 utterance's speed+pitch perturbed copy), voice information (sentence-held-out linear probe accuracy) and
-content (cross-voice same-sentence retrieval MAP). See README.md, "Layer-wise analysis".
+content (cross-voice same-sentence retrieval MAP), and with frame phone labels a linear phone probe
+(frame accuracy and phone error rate on held-out sentences). See README.md, "Layer-wise analysis", and
+docs/phone_probe.md.
 
     python scripts/analyze_layers.py --checkpoint hubert_base_ls960.pt --compare laser_hubert.pt \\
         --manifest manifests/demo/train.tsv
 
 Voice / sentence ids: <manifest stem>.voice and <manifest stem>.sent beside the manifest, or --voices /
 --sentences; without them the voice probe and the retrieval are reported as n/a.
+Phone probe: frame labels <manifest stem>.phn + dict.phn.txt beside the manifest (or --phone-labels /
+--phone-dict), trained on train.tsv + train.phn beside it (or --probe-train-manifest / --probe-train-labels);
+without them phone_acc / phone_per are n/a.
 Writes layers.csv, layers.md, layers.png (+ deltas.png with --compare) and summary.json to --out
 (default outputs/analysis/<name>). Progress goes to stderr.
 """
@@ -32,6 +37,10 @@ from laser_fairseq.analysis.features import (  # noqa: E402
     make_perturber,
 )
 from laser_fairseq.analysis.layerwise import analyze_upstream  # noqa: E402
+from laser_fairseq.analysis.phone_labels import (  # noqa: E402
+    DEFAULT_PROBE_TRAIN_UTTERANCES,
+    load_phone_probe_labels,
+)
 from laser_fairseq.analysis.utterances import load_utterances  # noqa: E402
 from laser_fairseq.checkpoint_io import CheckpointError  # noqa: E402
 from laser_fairseq.data.audio import AudioError  # noqa: E402
@@ -59,10 +68,22 @@ def parse_args(argv=None):
     parser.add_argument("--pitch-shifts", type=float, nargs="+", default=list(DEFAULT_PITCH_SHIFTS),
                         help=f"perturbation pitch shifts in semitones (default "
                              f"{' '.join(map(str, DEFAULT_PITCH_SHIFTS))})")
+    parser.add_argument("--phone-labels", help="frame phone labels of --manifest (default <manifest stem>.phn)")
+    parser.add_argument("--phone-dict", help="phone dictionary, 'symbol count' lines (default dict.phn.txt beside "
+                                             "--manifest)")
+    parser.add_argument("--probe-train-manifest", help="manifest whose utterances train the phone probe (default "
+                                                       "train.tsv beside --manifest)")
+    parser.add_argument("--probe-train-labels", help="frame phone labels of --probe-train-manifest (default "
+                                                     "<its stem>.phn)")
+    parser.add_argument("--probe-train-utterances", type=int, default=DEFAULT_PROBE_TRAIN_UTTERANCES,
+                        help=f"train the phone probe on at most N utterances, evenly spaced over the training "
+                             f"manifest (default {DEFAULT_PROBE_TRAIN_UTTERANCES})")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
     if args.max_utterances is not None and args.max_utterances < 1:
         parser.error("--max-utterances must be >= 1")
+    if args.probe_train_utterances < 2:
+        parser.error("--probe-train-utterances must be >= 2")
     return args
 
 
@@ -115,12 +136,14 @@ def describe(opened: OpenedUpstream) -> str:
     )
 
 
-def analyze(path: str, label: str, args, utterance_set, perturber) -> report.LabelledAnalysis:
+def analyze(path: str, label: str, args, utterance_set, perturber, phones) -> report.LabelledAnalysis:
     sys.stderr.write(f"[{label}] opening {path}\n")
     opened = open_upstream(path, args.upstream)
     upstream = opened.upstream.to(args.device).eval()
+    phone_labels, phone_labels_missing = phones
     analysis = analyze_upstream(
-        upstream, utterance_set, perturber, args.seed, args.device, progress=StderrProgress(label)
+        upstream, utterance_set, perturber, args.seed, args.device, progress=StderrProgress(label),
+        phone_labels=phone_labels, phone_labels_missing=phone_labels_missing,
     )
     return report.LabelledAnalysis(f"{label}: {checkpoint_name(path)}", path, describe(opened), analysis)
 
@@ -137,8 +160,12 @@ def main(argv=None):
     try:
         utterance_set = load_utterances(args.manifest, args.voices, args.sentences, args.max_utterances)
         perturber = make_perturber(args.speed_factors, args.pitch_shifts)
-        main_analysis = analyze(args.checkpoint, "A", args, utterance_set, perturber)
-        compare = analyze(args.compare, "B", args, utterance_set, perturber) if args.compare else None
+        phones = load_phone_probe_labels(
+            utterance_set, args.phone_labels, args.phone_dict, args.probe_train_manifest, args.probe_train_labels,
+            args.probe_train_utterances,
+        )
+        main_analysis = analyze(args.checkpoint, "A", args, utterance_set, perturber, phones)
+        compare = analyze(args.compare, "B", args, utterance_set, perturber, phones) if args.compare else None
     except (CheckpointError, ManifestError, AudioError, FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     settings = {
@@ -153,6 +180,8 @@ def main(argv=None):
         "device": args.device,
         "speed_factors": args.speed_factors,
         "pitch_shifts": args.pitch_shifts,
+        "phone_labels": phones[0].test.labels_path if phones[0] is not None else None,
+        "probe_train_utterances": args.probe_train_utterances,
     }
     write_outputs(files, main_analysis, compare, settings)
     print(report.markdown_report(main_analysis, compare, settings))

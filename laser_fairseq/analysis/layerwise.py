@@ -1,4 +1,4 @@
-"""The four measures for every layer of one upstream on one set of utterances.
+"""The measures for every layer of one upstream on one set of utterances.
 
 Per utterance (streamed, the perturbed copy's frames are dropped once used): the invariance of every
 layer, and the layer's frames, mean-pooled vector and log-mel frames are kept. Then per layer:
@@ -7,26 +7,34 @@ layer, and the layer's frames, mean-pooled vector and log-mel frames are kept. T
                     pooled (each utterance trimmed to the shorter of its two frame counts);
 - ``invariance``    mean over utterances of the DTW-aligned cosine similarity to the perturbed copy;
 - ``voice_probe``   sentence-grouped cross-validated ridge-probe accuracy of the voice id;
-- ``retrieval_map`` cross-voice same-sentence retrieval MAP.
+- ``retrieval_map`` cross-voice same-sentence retrieval MAP;
+- ``phone_acc``     frame accuracy of a linear (LDA) phone probe trained on other sentences' frames;
+- ``phone_per``     its phone error rate (repeats collapsed, silence dropped; lower is better).
 
-The label measures are None, with the reason in ``unavailable``, when the labels are missing or the
-utterances cannot support them (e.g. a single sentence).
+The phone probe's training utterances are encoded first (once, unperturbed) into per-layer sufficient
+statistics, so their frames are not kept. The label measures are None, with the reason in
+``unavailable``, when the labels are missing or the utterances cannot support them (e.g. a single
+sentence).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..data.audio import read_audio
 from ..data.perturbation import SpeedPitchPerturber
 from ..models.blockwise import BlockwiseUpstream
-from . import measures
-from .features import iter_utterance_layers, layer_names
+from . import measures, phone_probe
+from .features import SAMPLE_RATE, iter_utterance_layers, layer_frames, layer_names
+from .phone_labels import PhoneProbeLabels, check_frame_count
 from .utterances import UtteranceSet
 
-MEASURES = ("input_cka", "invariance", "voice_probe", "retrieval_map")
+MEASURES = ("input_cka", "invariance", "voice_probe", "retrieval_map", "phone_acc", "phone_per")
+PHONE_MEASURES = ("phone_acc", "phone_per")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -40,6 +48,8 @@ class LayerResult:
     invariance: float
     voice_probe: Optional[float]
     retrieval_map: Optional[float]
+    phone_acc: Optional[float] = None
+    phone_per: Optional[float] = None
 
     def value(self, measure: str) -> Optional[float]:
         return getattr(self, measure)
@@ -54,6 +64,9 @@ class UpstreamAnalysis:
     voice_probe_folds: Optional[int] = None
     retrieval_chance: Optional[float] = None
     retrieval_queries: Optional[int] = None
+    phone_acc_chance: Optional[float] = None
+    phone_per_chance: Optional[float] = None
+    phone_probe: Dict[str, object] = field(default_factory=dict)  # training data, classes, chosen shrinkages
     unavailable: Dict[str, str] = field(default_factory=dict)  # measure -> why it is not reported
     perturbations: List[dict] = field(default_factory=list)  # per utterance: index, speed, semitones
 
@@ -69,9 +82,16 @@ def analyze_upstream(
     seed: int,
     device: str = "cpu",
     progress: Progress = _no_progress,
+    phone_labels: Optional[PhoneProbeLabels] = None,
+    phone_labels_missing: str = "no frame labels given",
 ) -> UpstreamAnalysis:
+    """The measures for every layer; the phone probe runs when ``phone_labels`` is given, otherwise its
+    measures are reported unavailable with the reason ``phone_labels_missing``."""
     names = layer_names(upstream.num_layers)
     utterances = utterance_set.utterances
+    phone_probes, class_counts = (
+        train_phone_probes(upstream, phone_labels, device, progress) if phone_labels is not None else (None, None)
+    )
     frames: List[List[np.ndarray]] = [[] for _ in names]
     invariance: List[List[float]] = [[] for _ in names]
     log_mels: List[np.ndarray] = []
@@ -79,6 +99,9 @@ def analyze_upstream(
     for done, item in enumerate(
         iter_utterance_layers(upstream, utterances, perturber, seed, device), start=1
     ):
+        if phone_labels is not None:
+            check_frame_count(phone_labels.test.labels[done - 1], len(item.frames[0]), item.utterance,
+                              phone_labels.test.labels_path)
         for layer, (original, perturbed) in enumerate(zip(item.frames, item.perturbed_frames)):
             invariance[layer].append(measures.aligned_cosine_similarity(original, perturbed))
             frames[layer].append(original)
@@ -92,12 +115,25 @@ def analyze_upstream(
     voices, sentences = utterance_set.voices(), utterance_set.sentences()
     probe_reason = voice_probe_unavailable(utterance_set)
     retrieval_reason = retrieval_unavailable(utterance_set)
+    phone_reason = "" if phone_labels is not None else phone_labels_missing
     analysis.unavailable.update(
-        {measure: reason for measure, reason in (("voice_probe", probe_reason), ("retrieval_map", retrieval_reason)) if reason}
+        {
+            measure: reason
+            for measure, reason in [("voice_probe", probe_reason), ("retrieval_map", retrieval_reason)]
+            + [(measure, phone_reason) for measure in PHONE_MEASURES]
+            if reason
+        }
     )
+    if phone_labels is not None:
+        describe_phone_probe(analysis, phone_labels, class_counts)
     for layer, name in enumerate(names):
         probe = None if probe_reason else measures.voice_probe(pooled_means(frames[layer]), voices, sentences)
         retrieval = None if retrieval_reason else measures.cross_voice_retrieval(frames[layer], voices, sentences)
+        phones = None
+        if phone_labels is not None:
+            predicted = phone_probe.predict_utterances(phone_probes[layer], frames[layer])
+            phones = phone_probe.score(predicted, phone_labels.test.labels, phone_labels.silence)
+            analysis.phone_probe["shrinkages"][name] = phone_probes[layer].shrinkage
         analysis.layers.append(
             LayerResult(
                 index=layer,
@@ -107,6 +143,8 @@ def analyze_upstream(
                 invariance=float(np.mean(invariance[layer])),
                 voice_probe=probe.accuracy if probe else None,
                 retrieval_map=retrieval.mean_average_precision if retrieval else None,
+                phone_acc=phones.accuracy if phones else None,
+                phone_per=phones.error_rate if phones else None,
             )
         )
         if probe:
@@ -115,6 +153,41 @@ def analyze_upstream(
             analysis.retrieval_chance, analysis.retrieval_queries = retrieval.chance, retrieval.queries
         progress("measuring layers", layer + 1, len(names))
     return analysis
+
+
+def train_phone_probes(
+    upstream: BlockwiseUpstream, labels: PhoneProbeLabels, device: str, progress: Progress
+) -> Tuple[List[phone_probe.LinearProbe], np.ndarray]:
+    """(one probe per layer, the training class counts) from the probe's training utterances, unperturbed
+    and streamed: the fitting utterances first, then the held-out ones that choose the shrinkage."""
+    train = labels.train
+    trainers: List[phone_probe.ProbeTrainer] = []
+    order = np.argsort(labels.selection, kind="stable")  # fitting utterances first
+    for done, index in enumerate(order.tolist(), start=1):
+        utterance, frame_labels = train.utterances[index], train.labels[index]
+        waveform = read_audio(utterance.path, SAMPLE_RATE, where=f"{train.manifest_path}:{utterance.line}")
+        layers = layer_frames(upstream, waveform, device)
+        check_frame_count(frame_labels, len(layers[0]), utterance, train.labels_path)
+        if not trainers:
+            trainers = [phone_probe.ProbeTrainer(frames.shape[1], len(labels.symbols)) for frames in layers]
+        for trainer, frames in zip(trainers, layers):
+            trainer.add(frames, frame_labels, held_out=bool(labels.selection[index]))
+        progress("encoding phone probe training utterances", done, len(order))
+    return [trainer.finish() for trainer in trainers], trainers[0].class_counts
+
+
+def describe_phone_probe(analysis: UpstreamAnalysis, labels: PhoneProbeLabels, class_counts: np.ndarray):
+    """Chance levels (always the training majority class) and the probe's data, into ``analysis``."""
+    chance = phone_probe.majority_chance(class_counts, labels.test.labels, labels.silence)
+    analysis.phone_acc_chance = chance.accuracy
+    analysis.phone_per_chance = None if math.isnan(chance.error_rate) else chance.error_rate
+    analysis.phone_probe = dict(
+        labels.settings,
+        majority_class=labels.symbols[int(np.argmax(class_counts))],
+        test_frames=chance.frames,
+        test_reference_phones=chance.reference_phones,
+        shrinkages={},
+    )
 
 
 def input_likeness(layer_frames: List[np.ndarray], log_mels: List[np.ndarray]) -> float:

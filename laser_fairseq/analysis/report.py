@@ -21,9 +21,13 @@ TITLES = {
     "invariance": "perturbation invariance (DTW cosine)",
     "voice_probe": "voice probe accuracy",
     "retrieval_map": "cross-voice retrieval MAP",
+    "phone_acc": "phone probe frame accuracy",
+    "phone_per": "phone probe PER (lower is better)",
 }
-SHORT = {"input_cka": "CKA", "invariance": "invariance", "voice_probe": "voice", "retrieval_map": "MAP"}
-CHANCE_OF = {"voice_probe": "voice_probe_chance", "retrieval_map": "retrieval_chance"}
+SHORT = {"input_cka": "CKA", "invariance": "invariance", "voice_probe": "voice", "retrieval_map": "MAP",
+         "phone_acc": "phone acc", "phone_per": "PER"}
+CHANCE_OF = {"voice_probe": "voice_probe_chance", "retrieval_map": "retrieval_chance",
+             "phone_acc": "phone_acc_chance", "phone_per": "phone_per_chance"}
 
 
 @dataclass
@@ -126,17 +130,38 @@ def markdown_report(main: LabelledAnalysis, compare: Optional[LabelledAnalysis],
         f"sentence-held-out folds), retrieval MAP {_cell(analysis.retrieval_chance)} "
         f"({analysis.retrieval_queries or 'n/a'} queries)"
     )
+    if analysis.phone_probe:
+        lines.append(phone_probe_line(analysis))
     for measure, reason in analysis.unavailable.items():
         lines.append(f"- {measure} not available: {reason}")
     lines += ["", markdown_table(main, compare), ""]
     return "\n".join(lines)
 
 
+def phone_probe_line(analysis: UpstreamAnalysis) -> str:
+    """What the phone probe was trained on and its chance levels, for the markdown header."""
+    probe = analysis.phone_probe
+    return (
+        f"- phone probe: LDA on {probe['train_utterances']} utterances ({probe['train_frames']} frames) of "
+        f"`{probe['train_manifest']}`, {probe['classes']} phone classes; chance (always `{probe['majority_class']}`"
+        f", the training majority): accuracy {_cell(analysis.phone_acc_chance)}, PER "
+        f"{_cell(analysis.phone_per_chance)} on {probe['test_frames']} frames / {probe['test_reference_phones']} "
+        f"reference phones"
+    )
+
+
+def _panel_grid(plt):
+    """A figure with two columns of panels, one per measure."""
+    rows = -(-len(MEASURES) // 2)
+    figure, axes = plt.subplots(rows, 2, figsize=(12, 4 * rows), sharex=True)
+    return figure, axes
+
+
 def plot_measures(path: str, main: LabelledAnalysis, compare: Optional[LabelledAnalysis] = None):
-    """Four panels (one per measure), layer index on x; A solid, B dashed; chance levels dotted."""
+    """One panel per measure, layer index on x; A solid, B dashed; chance levels dotted."""
     plt = _pyplot()
     names = layer_order(main, compare)
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    figure, axes = _panel_grid(plt)
     for axis, measure in zip(axes.flat, MEASURES):
         for labelled, style in ((main, "-o"), (compare, "--s")):
             if labelled is None:
@@ -161,10 +186,10 @@ def plot_measures(path: str, main: LabelledAnalysis, compare: Optional[LabelledA
 
 
 def plot_deltas(path: str, main: LabelledAnalysis, compare: LabelledAnalysis):
-    """Four panels of per-layer B - A bars."""
+    """One panel of per-layer B - A bars per measure."""
     plt = _pyplot()
     names = layer_order(main, compare)
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    figure, axes = _panel_grid(plt)
     for axis, measure in zip(axes.flat, MEASURES):
         values = [delta(main, compare, name, measure) for name in names]
         axis.bar(range(len(names)), [0.0 if v is None else v for v in values],
@@ -211,6 +236,9 @@ def write_summary(path: str, main: LabelledAnalysis, compare: Optional[LabelledA
             "voice_probe_folds": analysis.voice_probe_folds,
             "retrieval_chance": analysis.retrieval_chance,
             "retrieval_queries": analysis.retrieval_queries,
+            "phone_acc_chance": analysis.phone_acc_chance,
+            "phone_per_chance": analysis.phone_per_chance,
+            "phone_probe": analysis.phone_probe or None,
             "unavailable": analysis.unavailable,
         }
 

@@ -57,13 +57,13 @@ def read_manifest(path: str, check_files: bool = True) -> Manifest:
         except ManifestError as problem:
             problems.append(str(problem))
     if problems:
-        raise ManifestError(_summarize(path, problems))
+        raise ManifestError(summarize_problems(path, problems))
     if not entries:
         raise ManifestError(f"{path}: no audio lines after the root line")
     return Manifest(path=path, root=root, entries=entries)
 
 
-def _summarize(path: str, problems: List[str], shown: int = 5) -> str:
+def summarize_problems(path: str, problems: List[str], shown: int = 5) -> str:
     """One message for every bad line: the first ``shown`` in full, then how many more."""
     if len(problems) == 1:
         return problems[0]

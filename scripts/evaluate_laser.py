@@ -65,6 +65,8 @@ def parse_args(argv=None):
     parser.add_argument("--eval-split", default="test", help="split of the reported table (default test)")
     parser.add_argument("--max-eval-utterances", type=int,
                         help="measure only the first N audio lines of each split (default all)")
+    parser.add_argument("--probe-train-utterances", type=int, default=500,
+                        help="train.tsv utterances that fit the phone probe of every model (default 500)")
     parser.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, help="hydra config folder of the LASER runs")
     parser.add_argument("--config-name", default="tiny_hubert", help="hydra config name (default tiny_hubert)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
@@ -143,7 +145,7 @@ def run_table(args, variants, eval_settings):
     for run in runs_for(variants, args.seeds, settings):
         if run.variant.trains:
             train(run, args.out, log)
-        log(f"[{run.key}] measuring on {args.select_split} and {args.eval_split}")
+        log(f"[{run.key if run.variant.trains else 'upstream'}] measuring on {args.select_split} and {args.eval_split}")
         selection = measure_run(run, args.out, args.select_split, eval_settings)
         reported = measure_run(run, args.out, args.eval_split, eval_settings)
         records.append(record(run, reported, selection))
@@ -186,6 +188,9 @@ def write_results(args, records, stem: str, reported_split: str, chosen=None):
              + (f"; best layer chosen on `{args.select_split}`" if stem == "results" else ""),
              f"- command: `{command}`",
              "- mean ± sample std over seeds (trained variants); the upstream is measured once", ""]
+    chances = {key: value for key, value in records[0].items() if key.endswith("_chance") and value is not None}
+    if chances:
+        lines.insert(-1, "- chance levels: " + ", ".join(f"{key} {value:.3f}" for key, value in chances.items()))
     if chosen:
         lines += [f"Chosen on `{args.select_split}` by the highest mean {SELECTION_KEY}: **{chosen}**", ""]
     lines += [table.markdown_table(records), "", "## Per seed", "", table.per_seed_table(records), ""]
@@ -209,7 +214,9 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     check_inputs(args)
     os.makedirs(args.out, exist_ok=True)
-    eval_settings = EvalSettings(max_utterances=args.max_eval_utterances, device=args.device)
+    eval_settings = EvalSettings(
+        max_utterances=args.max_eval_utterances, probe_train_utterances=args.probe_train_utterances, device=args.device
+    )
     try:
         if args.grid_lr:
             run_sweep(args, variants, eval_settings)

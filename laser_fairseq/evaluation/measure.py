@@ -19,6 +19,7 @@ import numpy as np
 from ..analysis.collapse import effective_rank, mean_pairwise_cosine
 from ..analysis.features import layer_frames, make_perturber
 from ..analysis.layerwise import analyze_upstream
+from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
 from ..analysis.utterances import load_utterances
 from ..data.audio import read_audio
 from ..models.trained_upstream import open_upstream
@@ -30,6 +31,7 @@ SAMPLE_RATE = 16_000
 @dataclass(frozen=True)
 class EvalSettings:
     max_utterances: Optional[int] = None  # first N audio lines of the split (None = all)
+    probe_train_utterances: int = DEFAULT_PROBE_TRAIN_UTTERANCES  # train.tsv utterances fitting the phone probe
     perturbation_seed: int = 1
     device: str = "cpu"
 
@@ -64,7 +66,13 @@ def measure(checkpoint: str, manifest: str, settings: EvalSettings) -> dict:
     opened = open_upstream(checkpoint)
     upstream = opened.upstream.to(settings.device).eval()
     utterances = load_utterances(manifest, max_utterances=settings.max_utterances)
-    analysis = analyze_upstream(upstream, utterances, make_perturber(), settings.perturbation_seed, settings.device)
+    phone_labels, phone_labels_missing = load_phone_probe_labels(
+        utterances, max_train_utterances=settings.probe_train_utterances
+    )
+    analysis = analyze_upstream(
+        upstream, utterances, make_perturber(), settings.perturbation_seed, settings.device,
+        phone_labels=phone_labels, phone_labels_missing=phone_labels_missing,
+    )
     layers = {layer.name: _layer_values(layer) for layer in analysis.layers}
     top = analysis.layers[-1].name
     top_frames = np.concatenate([

@@ -4,6 +4,7 @@
 #   make demo      install, then LASER on the bundled corpus with a tiny HuBERT made on the fly
 #   make test      install, then the test suite
 #   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
+#   make mutate    install, then mutation testing of the core modules; writes docs/mutation_report.md
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 
 PYTHON ?= python3.11
@@ -16,7 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat $(INSTALL_INPUTS) 2>/dev/null | sha256su
 # Two OpenMP runtimes (torch's, numba's) busy-waiting on 2 cores slow each other down several times.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test bench constraints
+.PHONY: install demo test bench mutate constraints
 
 install: $(STAMP)
 
@@ -29,8 +30,8 @@ $(STAMP): $(INSTALL_INPUTS)
 	@# alone and would hand back a build for another torch (undefined symbols in fairseq.libbase).
 	$(PY) -c "import fairseq, fairseq.libbase, fairseq.data.data_utils_fast" 2>/dev/null || \
 	  env -u CUDA_HOME $(PIP) install -q -c constraints.txt --no-build-isolation --no-cache-dir fairseq-fixed
-	$(PIP) install -q -c constraints.txt -e '.[test,bench,analysis]'
-	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, espeakng_loader, laser_fairseq"
+	$(PIP) install -q -c constraints.txt -e '.[test,bench,analysis,hf,dev]'
+	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, espeakng_loader, transformers, laser_fairseq"
 	$(PIP) check
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -44,6 +45,16 @@ test: install
 bench: install
 	$(PY) scripts/benchmark.py --omp-wait-policy passive --flush-denormal
 	$(PY) scripts/benchmark_step.py
+
+# mutmut over the core modules with the fast tests ([tool.mutmut] in pyproject.toml, docs/contributing.md).
+# A fresh run each time (mutants/ is mutmut's working copy); MUTATE_JOBS mutants are tested at once.
+MUTATE_JOBS ?= 2
+mutate: install
+	rm -rf mutants
+	@start=$$(date +%s); \
+	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) || exit $$?; \
+	$(PY) scripts/mutation_report.py --out docs/mutation_report.md \
+	  --wall-seconds $$(( $$(date +%s) - start )) --load "$$(uptime)"
 
 constraints:
 	$(PIP) freeze --exclude-editable | grep -v '^-e ' > constraints.txt.new

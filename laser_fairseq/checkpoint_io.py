@@ -12,6 +12,8 @@ import pickle
 from typing import Any, Iterable, List
 
 import torch
+
+from . import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.data.dictionary import Dictionary
 
 SAFE_GLOBALS: List[Any] = [Dictionary, argparse.Namespace]
@@ -52,17 +54,19 @@ def load_checkpoint(path: str, extra_safe_globals: Iterable[str] = ()) -> dict:
     except _NOT_A_CHECKPOINT as error:
         raise CheckpointError(_unreadable(path, f"{type(error).__name__}: {_first_line(str(error))}")) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}; {_EXPECTED}")
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}; {EXPECTED_UPSTREAMS}")
     return state
 
 
 # what torch.load raises on truncated, corrupt or foreign files (a text file gives a KeyError)
 _NOT_A_CHECKPOINT = (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError)
-_EXPECTED = (
-    "LASER expects an original fairseq HuBERT checkpoint (e.g. hubert_base_ls960.pt) or a unilm WavLM "
-    "checkpoint (e.g. WavLM-Base.pt)"
+EXPECTED_UPSTREAMS = (
+    "LASER expects an original fairseq HuBERT checkpoint (e.g. hubert_base_ls960.pt), a unilm WavLM "
+    "checkpoint (e.g. WavLM-Base.pt) or a Hugging Face HubertModel / WavLMModel directory"
 )
-_FETCH_AGAIN = f"if it is a truncated or corrupt copy (an interrupted download or copy), fetch it again; {_EXPECTED}"
+_FETCH_AGAIN = (
+    f"if it is a truncated or corrupt copy (an interrupted download or copy), fetch it again; {EXPECTED_UPSTREAMS}"
+)
 
 
 def _unreadable(path: str, reason: str) -> str:

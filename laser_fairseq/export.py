@@ -14,6 +14,12 @@ original:
   ``dictionaries_symbols``), loaded by ``hubert_local`` without fairseq.
 - WavLM, ``unilm`` format (default): ``{"cfg": original cfg, "model": state dict}`` as Microsoft's unilm code
   writes it (``weight_g`` / ``weight_v`` names kept); loads in s3prl with ``wavlm_local``.
+- HuBERT or WavLM, ``hf`` format: a Hugging Face transformers directory (config.json, model.safetensors,
+  preprocessor_config.json) that ``HubertModel`` / ``WavLMModel.from_pretrained`` load; HuBERT's pretraining
+  head has no place there and is dropped (see :mod:`laser_fairseq.export_hf`).
+
+The default format is the source's own: a run that started from a Hugging Face directory exports back to one.
+A source without label dictionaries in ``task_state`` is exported with its ``task_state`` as it was.
 
 Every tensor outside the last K blocks is copied from the original file (the LASER checkpoint's copies are
 only checked to be identical, which proves it was trained from that file), and the written file is read
@@ -33,13 +39,20 @@ from torch import Tensor
 from .checkpoint_io import CheckpointError, load_checkpoint
 from .models.hubert_upstream import HubertUpstream
 from .models.trained_upstream import UPSTREAM_PREFIX, is_laser_checkpoint
-from .models.upstream import HUBERT, WAVLM, detect_kind
+from .models.upstream import FAIRSEQ, HF, HUBERT, S3PRL, UNILM, WAVLM, UpstreamSource, read_upstream_source
 from .models.wavlm import WavLMEncoder
 
-FAIRSEQ = "fairseq"
-S3PRL = "s3prl"
-UNILM = "unilm"
-FORMATS_BY_KIND = {HUBERT: (FAIRSEQ, S3PRL), WAVLM: (UNILM,)}
+# (kind, source format) -> the formats an export can be written in, the default first. Not offered: fairseq
+# or s3prl from an HF HuBERT (no pretraining head, no label_rate / final_dim to write a faithful cfg), fairseq
+# from s3prl's format (its dictionaries keep only their symbols).
+FORMATS_BY_SOURCE = {
+    (HUBERT, FAIRSEQ): (FAIRSEQ, S3PRL, HF),
+    (HUBERT, S3PRL): (S3PRL, HF),
+    (HUBERT, HF): (HF,),
+    (WAVLM, UNILM): (UNILM, HF),
+    (WAVLM, HF): (HF, UNILM),
+}
+ALL_FORMATS = (FAIRSEQ, S3PRL, UNILM, HF)
 
 # Where the original weights sit in a LASER model state dict: under the model's upstream, at the
 # upstream class's own prefix (fairseq's HubertModel is kept as ``upstream.model``).
@@ -74,17 +87,9 @@ class LaserRun:
     trainable_layers: int
     num_updates: Optional[int]
     model_state: Dict[str, Tensor]  # upstream.* + head.*
-
-
-@dataclass
-class SourceUpstream:
-    """The original upstream checkpoint the LASER run started from."""
-
-    path: str
-    kind: str
-    state: dict  # the whole checkpoint dict, as read
-    weights: Dict[str, Tensor]  # its model state dict
-    num_layers: int
+    # float16 / bfloat16 when trained with common.(memory_efficient_)fp16 / bf16: fairseq then converts the whole
+    # model, so the frozen tensors ran (and were saved, as float32) rounded to that precision
+    weight_precision: Optional[torch.dtype] = None
 
 
 def read_laser_run(path: str, extra_safe_globals: Iterable[str] = ()) -> LaserRun:
@@ -104,7 +109,17 @@ def read_laser_run(path: str, extra_safe_globals: Iterable[str] = ()) -> LaserRu
         trainable_layers=int(model_cfg.get("trainable_layers", 2)),
         num_updates=history[-1].get("num_updates"),
         model_state=state["model"],
+        weight_precision=_weight_precision(state["cfg"].get("common") or {}),
     )
+
+
+def _weight_precision(common_cfg) -> Optional[torch.dtype]:
+    """The dtype fairseq converted the model to (common.fp16 / bf16 and their memory-efficient variants)."""
+    if common_cfg.get("fp16") or common_cfg.get("memory_efficient_fp16"):
+        return torch.float16
+    if common_cfg.get("bf16") or common_cfg.get("memory_efficient_bf16"):
+        return torch.bfloat16
+    return None
 
 
 def _model_name(state: dict):
@@ -119,10 +134,10 @@ def _model_name(state: dict):
 def resolve_upstream_path(run: LaserRun, override: Optional[str]) -> str:
     """The original upstream file: ``override`` if given, else the path recorded in the LASER checkpoint."""
     if override:
-        if not os.path.isfile(override):
+        if not os.path.exists(override):
             raise ExportError(f"{override}: upstream checkpoint not found (given with --upstream)")
         return override
-    if not os.path.isfile(run.upstream_path):
+    if not os.path.exists(run.upstream_path):
         raise ExportError(
             f"{run.path}: its original upstream {run.upstream_path} (cfg.model.upstream_path, as recorded at "
             f"training time) does not exist; it was moved or training ran elsewhere. Pass the original file "
@@ -131,12 +146,9 @@ def resolve_upstream_path(run: LaserRun, override: Optional[str]) -> str:
     return run.upstream_path
 
 
-def read_source_upstream(path: str, extra_safe_globals: Iterable[str] = ()) -> SourceUpstream:
-    """Read an original fairseq HuBERT / unilm WavLM checkpoint (weights-only, memory-mapped)."""
-    state = load_checkpoint(path, extra_safe_globals)
-    kind = detect_kind(state, path)
-    weights = state["model"]
-    return SourceUpstream(path, kind, state, weights, count_blocks(weights, path))
+def read_source_upstream(path: str, extra_safe_globals: Iterable[str] = ()) -> UpstreamSource:
+    """Read the original upstream (any accepted shape, see :mod:`laser_fairseq.models.upstream`)."""
+    return read_upstream_source(path, extra_safe_globals)
 
 
 def block_index(key: str) -> Optional[int]:
@@ -171,7 +183,7 @@ def is_in_blocks(key: str, blocks: Sequence[int]) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def trained_upstream_weights(run: LaserRun, source: SourceUpstream) -> Dict[str, Tensor]:
+def trained_upstream_weights(run: LaserRun, source: UpstreamSource) -> Dict[str, Tensor]:
     """The LASER run's upstream weights under the original key names; the projection head is left out.
 
     Raises ExportError when they do not have exactly the source's keys and shapes.
@@ -201,19 +213,29 @@ def trained_upstream_weights(run: LaserRun, source: SourceUpstream) -> Dict[str,
 
 
 def check_frozen_weights_unchanged(
-    trained: Dict[str, Tensor], source: SourceUpstream, trained_blocks: Sequence[int], laser_path: str
+    trained: Dict[str, Tensor], source: UpstreamSource, trained_blocks: Sequence[int], laser_path: str,
+    weight_precision: Optional[torch.dtype] = None,
 ):
-    """Every tensor LASER kept frozen must equal the source file's: otherwise the run started elsewhere."""
+    """Every tensor LASER kept frozen must equal the source file's: otherwise the run started elsewhere.
+
+    With ``weight_precision`` (an fp16 / bf16 run) the comparison is with the source rounded to it; the export
+    still takes the frozen tensors, bit for bit, from the source file.
+    """
+
+    def expected(value: Tensor, dtype: torch.dtype) -> Tensor:
+        return (value.to(weight_precision) if weight_precision is not None else value).to(dtype)
+
     differing = [
         key
         for key, value in source.weights.items()
-        if not is_in_blocks(key, trained_blocks) and not torch.equal(trained[key], value.to(trained[key].dtype))
+        if not is_in_blocks(key, trained_blocks) and not torch.equal(trained[key], expected(value, trained[key].dtype))
     ]
     if differing:
+        precision = f" (compared after rounding to {weight_precision}, the run's precision)" if weight_precision else ""
         raise ExportError(
-            f"{laser_path}: {len(differing)} frozen tensors (e.g. {differing[:3]}) differ from {source.path}: "
-            f"this LASER run was not trained from that file. Pass the original checkpoint it was trained from "
-            f"with --upstream"
+            f"{laser_path}: {len(differing)} frozen tensors (e.g. {differing[:3]}) differ from {source.path}"
+            f"{precision}: this LASER run was not trained from that file. Pass the original checkpoint it was "
+            f"trained from with --upstream"
         )
 
 
@@ -282,10 +304,11 @@ def _only_fields(section, dataclass_type, name: str) -> dict:
     return kept
 
 
-def fairseq_hubert_checkpoint(source: SourceUpstream, weights: Dict[str, Tensor]) -> dict:
+def fairseq_hubert_checkpoint(source: UpstreamSource, weights: Dict[str, Tensor]) -> dict:
     """The original fairseq checkpoint dict with new weights, ``args=None`` and a genuine HuBERT cfg.
 
-    ``task_state`` (the label dictionaries) is kept so no label files are needed to load; the optimizer
+    ``task_state`` (the label dictionaries) is kept as it was, or left absent, so the export loads wherever
+    the source did; the optimizer
     state of the original pretraining run is dropped (it describes other weights); the bookkeeping
     fairseq's loader upgrades (``optimizer_history``, ``extra_state``) is kept or filled in.
     """
@@ -293,7 +316,6 @@ def fairseq_hubert_checkpoint(source: SourceUpstream, weights: Dict[str, Tensor]
     state["args"] = None
     state["cfg"] = genuine_hubert_cfg(source.state)
     state["model"] = weights
-    state["task_state"] = source.state.get("task_state") or {}
     state["optimizer_history"] = _optimizer_history(source.state)
     state["extra_state"] = source.state.get("extra_state") or {"metrics": {}, "previous_training_time": 0.0}
     state["last_optimizer_state"] = None
@@ -309,11 +331,16 @@ def _optimizer_history(source_state: dict) -> list:
     return history
 
 
-def s3prl_hubert_checkpoint(source: SourceUpstream, weights: Dict[str, Tensor]) -> dict:
+def s3prl_hubert_checkpoint(source: UpstreamSource, weights: Dict[str, Tensor]) -> dict:
     """s3prl's converted HuBERT format (what ``s3prl/upstream/hubert/convert.py`` writes)."""
+    if source.fmt == S3PRL:
+        return dict(source.state, model_weight=weights)
     dictionaries = (source.state.get("task_state") or {}).get("dictionaries")
     if not dictionaries:
-        raise ExportError(f"{source.path}: no task_state['dictionaries'] to write s3prl's dictionaries_symbols")
+        raise ExportError(
+            f"{source.path}: no task_state['dictionaries'] to write s3prl's dictionaries_symbols; export in fairseq "
+            f"format (s3prl reads it with hubert_local(..., fairseq=True) only when it has dictionaries) or hf format"
+        )
     cfg = genuine_hubert_cfg(source.state)
     return {
         "task_cfg": cfg["task"],
@@ -323,7 +350,7 @@ def s3prl_hubert_checkpoint(source: SourceUpstream, weights: Dict[str, Tensor]) 
     }
 
 
-def unilm_wavlm_checkpoint(source: SourceUpstream, weights: Dict[str, Tensor]) -> dict:
+def unilm_wavlm_checkpoint(source: UpstreamSource, weights: Dict[str, Tensor]) -> dict:
     """``{"cfg": original cfg dict, "model": state dict}`` as unilm writes WavLM checkpoints."""
     return {"cfg": copy.deepcopy(source.state["cfg"]), "model": weights}
 
@@ -332,14 +359,28 @@ CHECKPOINT_BUILDERS = {FAIRSEQ: fairseq_hubert_checkpoint, S3PRL: s3prl_hubert_c
 WEIGHTS_KEY_BY_FORMAT = {FAIRSEQ: "model", S3PRL: "model_weight", UNILM: "model"}
 
 
-def choose_format(kind: str, requested: Optional[str]) -> str:
-    """The requested format if it suits the upstream kind, else the kind's default (first) format."""
-    allowed = FORMATS_BY_KIND[kind]
+def choose_format(source: UpstreamSource, requested: Optional[str]) -> str:
+    """The requested format if it can be written from this source, else the source's own format."""
+    allowed = FORMATS_BY_SOURCE[(source.kind, source.fmt)]
     if requested is None:
         return allowed[0]
     if requested not in allowed:
-        raise ExportError(f"--format {requested} does not apply to a {kind} upstream; choose one of {list(allowed)}")
+        raise ExportError(
+            f"--format {requested} does not apply to a {source.kind} upstream in {source.fmt} format "
+            f"({source.path}): {_why_not(source, requested)}; choose one of {list(allowed)}"
+        )
     return requested
+
+
+def _why_not(source: UpstreamSource, fmt: str) -> str:
+    if (source.kind == WAVLM) != (fmt in (UNILM, HF)):
+        return f"the {fmt} format does not hold {source.kind} models"
+    if source.fmt == HF:
+        return (
+            "transformers' HubertModel has no pretraining head (final_proj, label_embs_concat) and its config no "
+            "label_rate / final_dim, which fairseq's and s3prl's strict loaders need"
+        )
+    return "s3prl's format keeps only the symbols of the label dictionaries, not a fairseq task_state"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,13 +388,14 @@ def choose_format(kind: str, requested: Optional[str]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def check_output_path(output: str, inputs: Sequence[str], force: bool):
+def check_output_path(output: str, inputs: Sequence[str], force: bool, is_directory_format: bool = False):
     """Never write over an input (even with ``force``); over an existing output only with ``force``."""
     for path in inputs:
         if _same_file(output, path):
             raise ExportError(f"{output}: this is an input of the export ({path}); choose another --output")
-    if os.path.isdir(output):
-        raise ExportError(f"{output} is a directory; give a file name for --output")
+    if os.path.isdir(output) and not (force and is_directory_format):
+        what = "exists; pass --force to replace it" if is_directory_format else "is a directory; give a file name"
+        raise ExportError(f"{output} {what} for --output")
     if os.path.exists(output) and not force:
         raise ExportError(f"{output} exists; pass --force to replace it")
 
@@ -375,24 +417,23 @@ def exported_weights(state: dict, fmt: str, path: str) -> Dict[str, Tensor]:
     return weights
 
 
-def verify_weights(
-    path: str,
-    fmt: str,
-    source_weights: Dict[str, Tensor],
-    trained: Dict[str, Tensor],
-    trained_blocks: Sequence[int],
-):
-    """Re-read ``path`` and check it tensor by tensor.
-
-    Outside ``trained_blocks`` every tensor must be bit-identical (torch.equal, same dtype) to the source
-    upstream; inside them, equal to the trained weights. The keys (and their order) must be the source's.
-    A fairseq file must also carry what fairseq's loader needs.
-    """
+def verify_weights(path: str, plan: "ExportPlan"):
+    """Re-read the file ``path`` and check it tensor by tensor (see ``check_written_weights``); a fairseq file
+    must also carry what fairseq's loader needs."""
     state = load_checkpoint(path)
-    written = exported_weights(state, fmt, path)
-    if list(written) != list(source_weights):
-        missing = [key for key in source_weights if key not in written]
-        extra = [key for key in written if key not in source_weights]
+    written = exported_weights(state, plan.fmt, path)
+    check_written_weights(written, list(plan.source.weights), plan, path)
+    if plan.fmt == FAIRSEQ:
+        _verify_fairseq_bookkeeping(state, plan.source.state, path)
+
+
+def check_written_weights(written: Dict[str, Tensor], keys: List[str], plan: "ExportPlan", path: str):
+    """``written`` must hold exactly ``keys`` in that order; outside the trained blocks every tensor
+    bit-identical (torch.equal, same dtype) to the source upstream's, inside them equal to the trained ones."""
+    source_weights, trained, trained_blocks = plan.source.weights, plan.trained, plan.trained_blocks
+    if list(written) != keys:
+        missing = [key for key in keys if key not in written]
+        extra = [key for key in written if key not in keys]
         raise ExportVerificationError(
             f"{path}: its keys differ from the source upstream's (missing {missing[:5]}, extra {extra[:5]})"
         )
@@ -407,15 +448,13 @@ def verify_weights(
             f"{path}: {len(wrong)} tensors differ from what was merged (e.g. {wrong[:5]}); the file is not a "
             f"faithful export"
         )
-    if fmt == FAIRSEQ:
-        _verify_fairseq_bookkeeping(state, path)
 
 
 def _is_expected(value: Tensor, expected: Tensor, dtype: torch.dtype) -> bool:
     return value.dtype == dtype and torch.equal(value, expected.to(dtype))
 
 
-def _verify_fairseq_bookkeeping(state: dict, path: str):
+def _verify_fairseq_bookkeeping(state: dict, source_state: dict, path: str):
     cfg = state.get("cfg") or {}
     problems = []
     if state.get("args") is not None:
@@ -425,10 +464,15 @@ def _verify_fairseq_bookkeeping(state: dict, path: str):
     history = state.get("optimizer_history") or [{}]
     if "lr_scheduler_state" not in history[-1] or "extra_state" not in state:
         problems.append("optimizer_history / extra_state missing")
-    if not (state.get("task_state") or {}).get("dictionaries"):
-        problems.append("task_state has no dictionaries")
+    same_presence = ("task_state" in state) == ("task_state" in source_state)
+    if not same_presence or _label_symbols(state) != _label_symbols(source_state):
+        problems.append("task_state (label dictionaries) differs from the source's")
     if problems:
         raise ExportVerificationError(f"{path}: not a loadable fairseq HuBERT checkpoint: {'; '.join(problems)}")
+
+
+def _label_symbols(state: dict) -> list:
+    return [list(dictionary.symbols) for dictionary in (state.get("task_state") or {}).get("dictionaries") or []]
 
 
 def sha256_of(path: str) -> str:
@@ -483,8 +527,9 @@ class ExportPlan:
     """Everything the export writes and checks, computed from the two input files."""
 
     run: LaserRun
-    source: SourceUpstream
+    source: UpstreamSource
     fmt: str
+    num_layers: int
     trained_blocks: range
     trained: Dict[str, Tensor]
     merged: Dict[str, Tensor]
@@ -499,12 +544,13 @@ def plan_export(
     """Read both inputs, check they belong together and merge the weights (nothing is written)."""
     run = read_laser_run(laser_checkpoint, extra_safe_globals)
     source = read_source_upstream(resolve_upstream_path(run, upstream), extra_safe_globals)
-    fmt = choose_format(source.kind, fmt)
-    trained_blocks = top_blocks(source.num_layers, run.trainable_layers, run.path)
+    fmt = choose_format(source, fmt)
+    num_layers = count_blocks(source.weights, source.path)
+    trained_blocks = top_blocks(num_layers, run.trainable_layers, run.path)
     trained = trained_upstream_weights(run, source)
-    check_frozen_weights_unchanged(trained, source, trained_blocks, run.path)
+    check_frozen_weights_unchanged(trained, source, trained_blocks, run.path, run.weight_precision)
     merged = merge_weights(source.weights, trained, trained_blocks)
-    return ExportPlan(run, source, fmt, trained_blocks, trained, merged)
+    return ExportPlan(run, source, fmt, num_layers, trained_blocks, trained, merged)
 
 
 def write_verified(state: dict, output: str, plan: ExportPlan):
@@ -513,7 +559,7 @@ def write_verified(state: dict, output: str, plan: ExportPlan):
     temporary = temporary_path(output)
     try:
         torch.save(state, temporary)
-        verify_weights(temporary, plan.fmt, plan.source.weights, plan.trained, plan.trained_blocks)
+        verify_weights(temporary, plan)
         os.replace(temporary, output)
     finally:
         if os.path.exists(temporary):
@@ -530,10 +576,19 @@ def export_checkpoint(
 ) -> ExportReport:
     """Export, verify and describe. Raises ExportError / CheckpointError with a message naming the file."""
     plan = plan_export(laser_checkpoint, fmt, upstream, extra_safe_globals)
-    check_output_path(output, [plan.run.path, plan.source.path], force)
-    state = CHECKPOINT_BUILDERS[plan.fmt](plan.source, plan.merged)
-    write_verified(state, output, plan)
-    return build_report(plan, output)
+    check_output_path(output, [plan.run.path, plan.source.path], force, is_directory_format=plan.fmt == HF)
+    notes = []
+    if plan.fmt == HF:
+        from .export_hf import write_hf_export  # transformers is imported only for this format
+
+        difference = write_hf_export(plan, output, extra_safe_globals)
+        notes.append(f"transformers loads it with no missing/unexpected keys; hidden states of every layer within "
+                     f"{difference:.2g} of LASER's upstream on a padded batch (relative where |h| > 1)")
+    else:
+        write_verified(CHECKPOINT_BUILDERS[plan.fmt](plan.source, plan.merged), output, plan)
+    report = build_report(plan, output)
+    report.notes.extend(notes)
+    return report
 
 
 def verify_export(
@@ -545,7 +600,12 @@ def verify_export(
 ):
     """Check an already written export against its two input files (raises ExportVerificationError)."""
     plan = plan_export(laser_checkpoint, fmt, upstream, extra_safe_globals)
-    verify_weights(output, plan.fmt, plan.source.weights, plan.trained, plan.trained_blocks)
+    if plan.fmt == HF:
+        from .export_hf import verify_hf_export
+
+        verify_hf_export(output, plan, extra_safe_globals)
+    else:
+        verify_weights(output, plan)
 
 
 def build_report(plan: ExportPlan, output: str) -> ExportReport:
@@ -560,7 +620,7 @@ def build_report(plan: ExportPlan, output: str) -> ExportReport:
         source_path=plan.source.path,
         laser_path=plan.run.path,
         num_updates=plan.run.num_updates,
-        num_layers=plan.source.num_layers,
+        num_layers=plan.num_layers,
         trained_blocks=list(plan.trained_blocks),
         replaced_tensors=len(replaced),
         replaced_parameters=sum(plan.merged[key].numel() for key in replaced),
@@ -568,13 +628,25 @@ def build_report(plan: ExportPlan, output: str) -> ExportReport:
         unchanged_tensors=len(unchanged),
         unchanged_parameters=sum(plan.merged[key].numel() for key in unchanged),
         head_parameters=sum(value.numel() for value in head),
-        sha256=sha256_of(output),
+        sha256=sha256_of(weights_file(output, plan.fmt)),
         notes=_notes(plan, output),
     )
 
 
+def weights_file(output: str, fmt: str) -> str:
+    """The file holding the weights: ``output`` itself, or model.safetensors in an HF directory."""
+    return os.path.join(output, "model.safetensors") if fmt == HF else output
+
+
 def _notes(plan: ExportPlan, output: str) -> List[str]:
     notes = []
+    head = [key for key in plan.merged if key.startswith(("final_proj.", "label_embs_concat"))]
+    if plan.fmt == HF and head:
+        notes.append(
+            f"HuBERT's pretraining head ({', '.join(head)}; "
+            f"{sum(plan.merged[key].numel() for key in head):,} parameters) has no place in transformers' "
+            f"HubertModel and was not written"
+        )
     stale = os.path.join(os.path.dirname(os.path.abspath(output)), f"{_stem(output)}.converted.pt")
     if plan.fmt == FAIRSEQ and os.path.exists(stale):
         notes.append(

@@ -4,13 +4,18 @@ HuBERT is built with fairseq's own ``hubert`` model and ``hubert_pretraining`` t
 fairseq's trainer writes (args=None, cfg, model, criterion, optimizer_history, task_state with the label
 dictionaries, extra_state, last_optimizer_state), so loading it takes the same path as
 ``hubert_base_ls960.pt``. WavLM is written in Microsoft's unilm format (``{"cfg": ..., "model": ...}``).
+Hugging Face directories are built and written by transformers itself (``HubertModel`` / ``WavLMModel``
+``save_pretrained`` plus a ``Wav2Vec2FeatureExtractor``), as a checkpoint downloaded from the Hub would be.
 Used by the demo and the tests; nothing here is a "test mode" of the loading code.
 """
 
 import os
+import shutil
 from typing import Optional
 
 import torch
+
+from . import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.data.dictionary import Dictionary
 from fairseq.dataclass.configs import FairseqConfig
 from fairseq.models.hubert import HubertConfig
@@ -128,3 +133,54 @@ def save_checkpoint(state: dict, path: str, force: bool = False):
     temporary = f"{path}.tmp-{os.getpid()}"
     torch.save(state, temporary)
     os.replace(temporary, path)
+
+
+def save_tiny_hf_directory(
+    path: str, kind: str, layers: int = 4, dim: int = 64, layer_norm_first: bool = False, seed: int = 0,
+    force: bool = False,
+):
+    """Write a small random transformers ``HubertModel`` / ``WavLMModel`` directory (config.json,
+    model.safetensors, preprocessor_config.json). Base-like: post-LN blocks, group-norm CNN without bias, no
+    waveform normalisation; ``layer_norm_first``: Large-like (pre-LN, layer-norm CNN with bias, normalised)."""
+    import transformers
+
+    if os.path.exists(path) and not force:
+        raise FileExistsError(f"{path} exists; pass --force to replace it")
+    fields = dict(
+        architectures=[f"{'Hubert' if kind == 'hubert' else 'WavLM'}Model"], hidden_size=dim,
+        num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * dim, conv_dim=[32] * 7,
+        conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_bias=layer_norm_first,
+        feat_extract_norm="layer" if layer_norm_first else "group", do_stable_layer_norm=layer_norm_first,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    )
+    if kind == "hubert":
+        model = transformers.HubertModel(transformers.HubertConfig(**fields))
+    else:
+        model = transformers.WavLMModel(transformers.WavLMConfig(num_buckets=32, max_bucket_distance=64, **fields))
+    _randomise_hf(model, seed)
+    extractor = transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=layer_norm_first,
+        return_attention_mask=layer_norm_first,
+    )
+    temporary = f"{path}.tmp-{os.getpid()}"
+    model.save_pretrained(temporary)
+    extractor.save_pretrained(temporary)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(temporary, path)
+
+
+def _randomise_hf(model: torch.nn.Module, seed: int):
+    """Random weights of unit scale, norms and biases away from 1 / 0 (misplaced norms then show)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            if "norm" in name and name.endswith("weight"):
+                parameter.copy_(1.0 + 0.2 * noise)
+            elif name.endswith("bias"):
+                parameter.copy_(0.1 * noise)
+            elif parameter.dim() >= 2:
+                parameter.copy_(noise / parameter[0].numel() ** 0.5)
+            else:
+                parameter.copy_(noise)

@@ -21,7 +21,6 @@ Writes layers.csv, layers.md, layers.png (+ deltas.png with --compare) and summa
 """
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -201,11 +200,5 @@ def write_outputs(files: dict, main_analysis, compare, settings: dict):
     report.write_summary(files["summary"], main_analysis, compare, settings, files)
 
 
-def quiet_library_logging():
-    """Importing fairseq sets the root logger to DEBUG; keep the terminal for this script's own output."""
-    logging.getLogger().setLevel(logging.WARNING)
-
-
 if __name__ == "__main__":
-    quiet_library_logging()
     main()

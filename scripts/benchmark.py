@@ -36,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -135,20 +134,19 @@ def run_once(fn: Callable, inp: Inputs):
     return d.detach(), x.grad, y.grad
 
 
-def float64_reference(inp: Inputs):
-    """Divergences and gradients in float64 (our numba float64 kernel, exact DP, no thresholds)."""
-    import torch
-
+def float64_reference(inp: Inputs, backend: str = "numba"):
+    """Divergences and gradients in float64 on the CPU (default: our numba float64 kernel, exact DP, no
+    thresholds)."""
     from laser_fairseq.losses import soft_dtw_divergence
 
-    ref = Inputs(inp.x.double(), inp.y.double(), inp.x_lengths, inp.y_lengths, inp.gamma)
-    return run_once(lambda x, y, xl, yl, g: soft_dtw_divergence(x, y, xl, yl, gamma=g, backend="numba"), ref)
+    ref = Inputs(inp.x.double().cpu(), inp.y.double().cpu(), inp.x_lengths.cpu(), inp.y_lengths.cpu(), inp.gamma)
+    return run_once(lambda x, y, xl, yl, g: soft_dtw_divergence(x, y, xl, yl, gamma=g, backend=backend), ref)
 
 
 def errors(out, ref) -> tuple[float, float, float, float]:
     """Max |value error|, the same relative to max |value|, max |gradient error| over x and y, and
     the same relative to max |gradient|."""
-    v, gx, gy = (t.double() for t in out)
+    v, gx, gy = (t.double().cpu() for t in out)
     rv, rgx, rgy = ref
     v_err = float((v - rv).abs().max())
     g_err = max(float((gx - rgx).abs().max()), float((gy - rgy).abs().max()))
@@ -181,17 +179,21 @@ def ours(backend: str):
 
 
 def pysdtw_cpu():
+    return pysdtw_divergence(use_cuda=False)
+
+
+def pysdtw_divergence(use_cuda: bool):
+    """pysdtw's divergence (three calls: xy, xx, yy) on its CPU or its CUDA (numba.cuda) kernel."""
     try:
         import pysdtw
     except ImportError:
         return "not installed"
-    import torch
     from torch.nn.utils.rnn import pack_padded_sequence
 
     cache = {}
 
     def fn(x, y, xl, yl, gamma):
-        sdtw = cache.setdefault(gamma, pysdtw.SoftDTW(gamma=gamma, use_cuda=False))
+        sdtw = cache.setdefault(gamma, pysdtw.SoftDTW(gamma=gamma, use_cuda=use_cuda))
 
         def packed(t, lengths):
             if bool((lengths == t.shape[1]).all()):
@@ -428,7 +430,6 @@ def main(argv=None) -> None:
     import numba
     import torch
 
-    logging.getLogger("numba").setLevel(logging.WARNING)  # fairseq's import sets the root logger to DEBUG
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.flush_denormal:

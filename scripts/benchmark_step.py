@@ -8,29 +8,49 @@ A random HuBERT with Base geometry (12 blocks, 768 dims, 512-channel CNN; writte
 loaded through the `laser` model like hubert_base_ls960.pt) fine-tunes its top 2 blocks on --pairs pairs of
 --seconds s (an utterance and its speed + pitch perturbed copy, drawn with the task's perturber).
 
-  ours      one step: both views of all pairs in one upstream batch (frozen trunk without autograd, each
-            utterance through the CNN alone), the soft-DTW divergence (numba kernel, all pairs in one call)
-            + Contrastive-IDM, one backward
+  ours      one step: the `laser` model's forward on the batch (both views of all pairs in one upstream
+            batch, frozen trunk without autograd, each utterance through the CNN alone), the soft-DTW
+            divergence (numba kernel, all pairs in one call) + Contrastive-IDM, one backward
   authors   the authors' style: one pair at a time (batch of 1 per view), the same frozen layers, their
             loss recipe (float64 numba soft-DTW with the cost built by broadcasting, CPU round trip,
             re-implemented in scripts/benchmark.py) + the same IDM, one backward per pair
 
-Each style runs in its own process with the same model and inputs: --warmup untimed steps, then the
-median of --repeats. Peak memory: the highest resident set during the steps above the resident set with
-the model loaded (Linux /proc: VmHWM after resetting it, minus VmRSS before the steps). Time is split into frozen trunk, trainable
-blocks (forward + backward) and loss (forward + backward).
+Time: one process runs both styles on the same model and inputs, --warmup untimed steps each, then
+--repeats rounds alternating the two (ours, authors, then authors, ours, ...), so a change of machine
+load hits both alike; medians per phase. Time is split into frozen trunk, trainable blocks (forward +
+backward) and loss (forward + backward); the phase boundaries are hooks on the model's first trainable
+block and on its head, so "ours" is the model's own forward.
+
+Memory: each style in a fresh process, one untimed step, then
+  peak MB     the highest resident set during one step above the resident set before it (Linux /proc:
+              VmHWM after resetting it, minus VmRSS). These processes run with glibc's mmap threshold
+              fixed (MALLOC_MMAP_THRESHOLD_=131072): by default glibc raises the threshold whenever a large
+              block is freed and then keeps freed memory in its heap, so the resident set would depend on
+              the allocation history of the process more than on the step (+-50 MB between runs here);
+  tensors MB  the peak of torch tensor storage alive during one step (counted at the operator level, so
+              independent of the allocator; numpy work arrays of the soft-DTW kernels are not included).
 
   python scripts/benchmark_step.py [--pairs 4] [--seconds 4] [--repeats 3] [--threads 2]
 """
 
 import argparse
+import contextlib
 import gc
+import logging
 import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+import warnings
+import weakref
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: its OpenMP threads would spin on 2 cores
+
+import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,9 +71,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_model(folder: str):
-    """The `laser` model on a random HuBERT-Base-geometry checkpoint in fairseq's format."""
-    from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
+def write_checkpoint(folder: str) -> str:
+    """A random HuBERT with Base geometry in fairseq's format (written once per folder)."""
     from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
     path = os.path.join(folder, "hubert_base_geometry.pt")
@@ -61,13 +80,20 @@ def build_model(folder: str):
         state = make_tiny_hubert(layers=12, dim=768, ffn=3072, heads=12, conv_channels=512,
                                  conv_pos=128, conv_pos_groups=16)
         save_checkpoint(state, path)
-    return LaserModel.build_model(LaserModelConfig(upstream_path=path, trainable_layers=2)).train()
+    return path
+
+
+def build_model(folder: str):
+    """The `laser` model on the checkpoint of ``write_checkpoint``, in training mode."""
+    from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
+
+    config = LaserModelConfig(upstream_path=write_checkpoint(folder), trainable_layers=2)
+    return LaserModel.build_model(config).train()
 
 
 def make_pairs(count: int, seconds: float, seed: int):
     """[(original (S,), perturbed (S',))] from the task's perturber (speed 0.9/1.0/1.1, +-2 semitones)."""
     import numpy as np
-    import torch
 
     from laser_fairseq.data.perturbation import Perturbation, SpeedPitchPerturber
 
@@ -83,8 +109,6 @@ def make_pairs(count: int, seconds: float, seed: int):
 
 
 def pad(waves):
-    import torch
-
     longest = max(len(w) for w in waves)
     batch = torch.zeros(len(waves), longest)
     mask = torch.ones(len(waves), longest, dtype=torch.bool)
@@ -107,27 +131,24 @@ class Clock:
         self.start = now
 
 
-def trunk_then_top(model, source, padding_mask, clock):
-    """(z (B, T, P), lengths) through the frozen trunk (timed as 'trunk') and the top blocks + head."""
-    import torch
-
-    from laser_fairseq.models.blockwise import frame_lengths
-
-    with torch.no_grad():
-        state = model.upstream.embed(source, padding_mask)
-        state = model.upstream.run_blocks(state, 0, model.first_trainable)
-    clock.lap("trunk")
-    state = model.upstream.run_blocks(state.detached(), model.first_trainable, model.upstream.num_layers)
-    z = model.project(model.upstream.finalize(state))
-    lengths = frame_lengths(state.padding_mask, z.shape[0], z.shape[1], z.device)
-    clock.lap("blocks")
-    return z, lengths
+@contextlib.contextmanager
+def phase_laps(model, clock):
+    """Lap ``clock`` when the model enters its first trainable block ("trunk" done) and leaves its head
+    ("blocks" forward done)."""
+    first_trainable = model.upstream.layers[model.first_trainable]
+    hooks = [
+        first_trainable.register_forward_pre_hook(lambda *_: clock.lap("trunk")),
+        model.head.register_forward_hook(lambda *_: clock.lap("blocks")),
+    ]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def loss_and_backward(z_parts, loss_fn, clock):
     """Loss forward + backward to z (timed 'loss'), then backward through the top blocks ('blocks')."""
-    import torch
-
     leaves = [z.detach().requires_grad_(True) for z in z_parts]
     loss = loss_fn(*leaves)
     grads = torch.autograd.grad(loss, leaves)
@@ -149,16 +170,16 @@ def laser_loss(divergence_fn):
 
 
 def our_step(model, pairs, clock):
-    """All pairs in one batch: one upstream call for both views, one loss call, one backward."""
+    """The model's forward on the padded batch of pairs, one loss call, one backward."""
     from laser_fairseq.losses import soft_dtw_divergence
 
     divergence = laser_loss(lambda a, b, la, lb: soft_dtw_divergence(a, b, la, lb, gamma=GAMMA, backend="numba"))
-    source, mask = pad([p[0] for p in pairs] + [p[1] for p in pairs])
-    z, lengths = trunk_then_top(model, source, mask, clock)
-    count = len(pairs)
-    z_a, z_b = z[:count, : int(lengths[:count].max())], z[count:, : int(lengths[count:].max())]
+    source_a, mask_a = pad([p[0] for p in pairs])
+    source_b, mask_b = pad([p[1] for p in pairs])
+    with phase_laps(model, clock):
+        out = model(source_a, source_b, mask_a, mask_b)
     loss_and_backward(
-        [z_a, z_b], lambda a, b: divergence(a, b, lengths[:count], lengths[count:]), clock
+        [out["z_a"], out["z_b"]], lambda a, b: divergence(a, b, out["lengths_a"], out["lengths_b"]), clock
     )
 
 
@@ -168,39 +189,101 @@ def authors_step(model, pairs, clock):
 
     pair_divergence = authors_recipe()
     divergence = laser_loss(lambda a, b, la, lb: pair_divergence(a, b, la, lb, GAMMA))
+    one = torch.ones(1, dtype=torch.long)
     for original, perturbed in pairs:
-        z_a, lengths_a = trunk_then_top(model, original[None], None, clock)
-        z_b, lengths_b = trunk_then_top(model, perturbed[None], None, clock)
+        with phase_laps(model, clock):
+            z_a = model.project(model.encode(original[None])[0])
+            z_b = model.project(model.encode(perturbed[None])[0])
+        lengths_a, lengths_b = one * z_a.shape[1], one * z_b.shape[1]
         loss_and_backward([z_a, z_b], lambda a, b: divergence(a, b, lengths_a, lengths_b), clock)
 
 
-def measure(style: str, args, folder: str, queue):
-    """Run in a fresh process: build, warm up, time ``repeats`` steps; report medians and peak RSS."""
-    import warnings
+STEPS = {"ours": our_step, "authors": authors_step}
 
-    import torch
 
-    warnings.filterwarnings("ignore", message="The value of the smallest subnormal")  # numpy, after flush
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # gamma = 0.1 gradients otherwise hit slow denormal matmuls
+def setup_process(args):
+    """Threads, denormals and a quiet console (the table is the only output) in a benchmark process."""
     import numba
 
+    warnings.simplefilter("ignore")  # deprecation notices of fairseq's weight norm, numpy's denormal notes
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # gamma = 0.1 gradients otherwise hit slow denormal matmuls
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def one_step(model, step, pairs) -> dict:
+    model.zero_grad(set_to_none=True)
+    clock = Clock()
+    step(model, pairs, clock)
+    return clock.totals
+
+
+def time_styles(args, folder: str, queue):
+    """Both styles in this process, alternating; medians of each phase per style."""
+    setup_process(args)
     model = build_model(folder)
     pairs = make_pairs(args.pairs, args.seconds, args.seed)
-    step = our_step if style == "ours" else authors_step
+    for style in STEPS:
+        for _ in range(args.warmup):
+            one_step(model, STEPS[style], pairs)
+    samples = {style: [] for style in STEPS}
+    for repeat in range(args.repeats):
+        for style in (list(STEPS) if repeat % 2 == 0 else list(STEPS)[::-1]):
+            samples[style].append(one_step(model, STEPS[style], pairs))
+    medians = {}
+    for style, runs in samples.items():
+        medians[style] = {phase: statistics.median(run[phase] for run in runs) for phase in runs[0]}
+        medians[style]["total"] = statistics.median(sum(run.values()) for run in runs)
+    queue.put(medians)
+
+
+def measure_memory(style: str, args, folder: str, queue):
+    """In a fresh process: (peak resident MB above the start of a step, peak tensor MB) of one step."""
+    setup_process(args)
+    model = build_model(folder)
+    pairs = make_pairs(args.pairs, args.seconds, args.seed)
+    one_step(model, STEPS[style], pairs)  # warm-up: numba compilation, first-touch allocations
+    model.zero_grad(set_to_none=True)
     gc.collect()
     baseline_mb = reset_peak_memory()
-    samples = []
-    for repeat in range(args.warmup + args.repeats):
-        model.zero_grad(set_to_none=True)
-        clock = Clock()
-        step(model, pairs, clock)
-        if repeat >= args.warmup:
-            samples.append(clock.totals)
-    medians = {phase: statistics.median(s[phase] for s in samples) for phase in samples[0]}
-    medians["total"] = statistics.median(sum(s.values()) for s in samples)
-    queue.put((style, medians, memory_mb("VmHWM") - baseline_mb))
+    one_step(model, STEPS[style], pairs)
+    resident_mb = memory_mb("VmHWM") - baseline_mb
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    with TensorMemory(model, pairs) as tensors:
+        one_step(model, STEPS[style], pairs)
+    queue.put((resident_mb, tensors.peak / 2**20))
+
+
+class TensorMemory(TorchDispatchMode):
+    """Peak bytes of torch storages created while active and still alive (parameters and inputs excluded)."""
+
+    def __init__(self, model, pairs):
+        super().__init__()
+        existing = list(model.parameters()) + list(model.buffers()) + [w for pair in pairs for w in pair]
+        self.counted = {id(t.untyped_storage()) for t in existing}
+        self.live = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                self._count(tensor.untyped_storage())
+        return out
+
+    def _count(self, storage):
+        key, size = id(storage), storage.nbytes()
+        if key in self.counted or size == 0:
+            return
+        self.counted.add(key)
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._release, key, size)
+
+    def _release(self, key, size):
+        self.counted.discard(key)
+        self.live -= size
 
 
 def memory_mb(field: str) -> float:
@@ -219,36 +302,53 @@ def reset_peak_memory() -> float:
     return memory_mb("VmRSS")
 
 
-def run_style(style: str, args, folder: str):
+def run_in_process(target, *args):
+    """``target(*args, queue)`` in a fresh interpreter; what it put on the queue."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=measure, args=(style, args, folder, queue))
+    process = context.Process(target=target, args=(*args, queue))
     process.start()
+    result = queue.get()  # before join: a large result would otherwise block the child's exit
     process.join()
-    if process.exitcode != 0 or queue.empty():
-        raise SystemExit(f"the {style} benchmark process failed (exit code {process.exitcode}); see its traceback above")
-    return queue.get()
+    if process.exitcode != 0:
+        raise SystemExit(f"the benchmark process {target.__name__} failed (exit code {process.exitcode})")
+    return result
 
 
-def print_table(results, pairs: int):
-    print(f"\nLASER training step, HuBERT-Base geometry, {pairs} pairs (median s per step; peak memory of the steps above the loaded model)")
-    header = f"{'style':<10}{'total s':>9}{'trunk s':>9}{'blocks s':>10}{'loss s':>9}{'loss %':>8}{'pairs/s':>9}{'peak MB':>9}"
+@contextlib.contextmanager
+def fixed_mmap_threshold(threshold: int = 128 * 1024):
+    """Processes started inside get glibc's mmap threshold fixed, so freed tensors go back to the OS."""
+    before = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(threshold)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MALLOC_MMAP_THRESHOLD_"]
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = before
+
+
+def print_table(times: dict, memory: dict, pairs: int):
+    print(f"\nLASER training step, HuBERT-Base geometry, {pairs} pairs (median s per step; memory: peak of one "
+          f"step above its start)")
+    header = (f"{'style':<10}{'total s':>9}{'trunk s':>9}{'blocks s':>10}{'loss s':>9}{'loss %':>8}{'pairs/s':>9}"
+              f"{'peak MB':>9}{'tensors MB':>12}")
     print(header)
     print("-" * len(header))
-    for style, times, peak_mb in results:
-        total = times["total"]
+    for style in STEPS:
+        phases, total = times[style], times[style]["total"]
+        resident_mb, tensor_mb = memory[style]
         print(
-            f"{style:<10}{total:>9.2f}{times['trunk']:>9.2f}{times['blocks']:>10.2f}{times['loss']:>9.3f}"
-            f"{100 * times['loss'] / total:>7.1f}%{pairs / total:>9.2f}{peak_mb:>9.0f}"
+            f"{style:<10}{total:>9.2f}{phases['trunk']:>9.2f}{phases['blocks']:>10.2f}{phases['loss']:>9.3f}"
+            f"{100 * phases['loss'] / total:>7.1f}%{pairs / total:>9.2f}{resident_mb:>9.0f}{tensor_mb:>12.0f}"
         )
-    (_, ours, ours_mb), (_, authors, authors_mb) = results
-    print(f"speed-up of ours: {authors['total'] / ours['total']:.2f}x; peak memory ours/authors: "
-          f"{ours_mb / authors_mb:.2f}")
+    print(f"speed-up of ours: {times['authors']['total'] / times['ours']['total']:.2f}x; memory ours/authors: "
+          f"peak {memory['ours'][0] / memory['authors'][0]:.2f}, tensors {memory['ours'][1] / memory['authors'][1]:.2f}")
 
 
 def bench_perturbation(seconds: float, repeats: int):
     """One utterance: our speed + pitch perturbation vs speed + torchaudio's stock PitchShift, one thread."""
-    import torch
     import torchaudio
 
     from laser_fairseq.data.perturbation import Perturbation, SpeedPitchPerturber, pitch_ratio, semitones_of
@@ -283,13 +383,16 @@ def bench_perturbation(seconds: float, repeats: int):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
     if not args.skip_perturbation:
         bench_perturbation(args.seconds, max(args.repeats, 3))
     with tempfile.TemporaryDirectory() as folder:
-        build_model(folder)  # write the checkpoint once, outside the timed processes
-        results = [run_style(style, args, folder) for style in ("ours", "authors")]
-    print_table(results, args.pairs)
+        write_checkpoint(folder)  # once, outside the measuring processes
+        times = run_in_process(time_styles, args, folder)
+        with fixed_mmap_threshold():
+            memory = {style: run_in_process(measure_memory, style, args, folder) for style in STEPS}
+    print_table(times, memory, args.pairs)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,16 @@
     python scripts/export_checkpoint.py --checkpoint outputs/demo/checkpoints/checkpoint_last.pt \
         --output outputs/demo/laser_hubert.pt
 
+    python scripts/export_checkpoint.py --checkpoint outputs/demo/checkpoints/checkpoint_last.pt \
+        --output outputs/demo/laser_hubert_hf --format hf
+
 The trained top blocks are merged into the original upstream (cfg.model.upstream_path of the LASER run, or
---upstream), the projection head is dropped, and the result is written in the upstream's own format:
-fairseq (HuBERT, default) or s3prl's converted HuBERT format, unilm (WavLM). The written file is read back
-and checked tensor by tensor before success is reported. See README.md, "Export back to fairseq and s3prl".
+--upstream), the projection head is dropped, and the result is written by default in the upstream's own
+format: fairseq or s3prl's converted format (HuBERT), unilm (WavLM), or a Hugging Face transformers directory
+(a run started from one). --format hf writes such a directory from any upstream. The output is read back and
+checked tensor by tensor (an hf directory also by transformers itself, hidden states of every layer) before
+success is reported. See README.md, "Export back to fairseq and s3prl", docs/huggingface.md and
+docs/checkpoints.md.
 """
 
 import argparse
@@ -15,25 +21,30 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' load/save bars, for --format hf
 
 from laser_fairseq.checkpoint_io import CheckpointError  # noqa: E402
-from laser_fairseq.export import export_checkpoint  # noqa: E402
+from laser_fairseq.export import ALL_FORMATS, export_checkpoint  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="LASER training checkpoint (checkpoint_last.pt)")
-    parser.add_argument("--output", required=True, help="file to write")
+    parser.add_argument("--output", required=True, help="file to write (a directory for --format hf)")
     parser.add_argument(
-        "--format", choices=["fairseq", "s3prl", "unilm"], default=None,
-        help="output format: fairseq or s3prl for HuBERT (default fairseq), unilm for WavLM (default)",
+        "--format", choices=list(ALL_FORMATS), default=None,
+        help="output format (default: the upstream's own): fairseq or s3prl for HuBERT, unilm for WavLM, hf "
+             "(Hugging Face transformers directory) for both",
     )
     parser.add_argument(
         "--upstream", default=None,
-        help="the original upstream checkpoint the LASER run started from (default: the path recorded in the "
+        help="the original upstream the LASER run started from, a file or a Hugging Face directory (default: the "
+             "path recorded in the "
              "LASER checkpoint, cfg.model.upstream_path)",
     )
-    parser.add_argument("--force", action="store_true", help="replace an existing output (never an input)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing output file or directory (never an input)"
+    )
     parser.add_argument(
         "--extra-safe-globals", nargs="*", default=[], metavar="module.Class",
         help="extra classes the checkpoints may unpickle under weights-only loading; only for files you trust",

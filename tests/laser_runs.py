@@ -5,10 +5,22 @@ import subprocess
 import sys
 from typing import Sequence
 
+from laser_fairseq.tiny_upstream import save_checkpoint
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 from run_demo import demo_train_command, logged_values  # noqa: E402,F401  (what `make demo` runs and reads)
+from gpu_check import check_laser_run  # noqa: E402,F401  (what scripts/gpu_check.py checks of a run)
+
+
+def save_tiny_upstreams(folder, makers) -> dict:
+    """Write ``makers[name]()`` (a tiny upstream checkpoint dict) to ``folder/name.pt`` -> {name: path}."""
+    paths = {}
+    for name, make in makers.items():
+        paths[name] = os.path.join(str(folder), f"{name}.pt")
+        save_checkpoint(make(), paths[name])
+    return paths
 
 
 def run_laser_training(upstream: str, run_dir: str, max_update: int, overrides: Sequence[str] = ()) -> str:

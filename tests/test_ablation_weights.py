@@ -26,8 +26,8 @@ def test_loss_is_the_weighted_sum_of_its_logged_parts(sdtw_weight, alpha):
     idm = (contrastive_idm(views["z_a"], views["lengths_a"], 0.0, 1.1)
            + contrastive_idm(views["z_b"], views["lengths_b"], 0.0, 1.1)).sum()
     assert sample_size == 2
-    assert float(loss) == pytest.approx(sdtw_weight * float(divergence) + alpha * float(idm), rel=1e-9)
+    assert float(loss) == pytest.approx(sdtw_weight * float(divergence) + alpha * float(idm), rel=1e-5)
     # the logged parts are unweighted, whatever the weights
-    assert log["sdtw"] == pytest.approx(float(divergence), rel=1e-9)
-    assert log["idm"] == pytest.approx(float(idm), rel=1e-9)
+    assert log["sdtw"] == pytest.approx(float(divergence), rel=1e-5)
+    assert log["idm"] == pytest.approx(float(idm), rel=1e-5)
     assert float(divergence) > 0 and float(idm) > 0

@@ -21,6 +21,7 @@ from laser_fairseq.analysis import measures
 from laser_fairseq.analysis.features import layer_frames, layer_names, log_mel_frames, make_perturber, perturbed_copy
 from laser_fairseq.analysis.layerwise import input_likeness
 from laser_fairseq.analysis.utterances import load_utterances
+from laser_fairseq.checkpoint_io import SAFE_GLOBALS
 from laser_fairseq.data.audio import read_audio
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
@@ -224,28 +225,51 @@ def laser_checkpoint_with_new_top_blocks(upstream_path: str, trained: int = 2) -
     }
 
 
+def s3prl_expert(kind: str, path: str):
+    """s3prl's own model for a tiny original checkpoint: an implementation independent of ours."""
+    if kind == "hubert":
+        from s3prl.upstream.hubert.hubconf import hubert_local
+
+        with torch.serialization.safe_globals(SAFE_GLOBALS):  # s3prl converts it with fairseq's loader
+            return hubert_local(ckpt=path, fairseq=True).eval()
+    from s3prl.upstream.wavlm.hubconf import wavlm_local
+
+    return wavlm_local(ckpt=path).eval()
+
+
 @pytest.mark.parametrize("kind", ["hubert", "wavlm"])
 def test_layer_frames_are_the_cnn_output_and_the_hidden_states(tiny_checkpoints, kind):
+    """Compared with s3prl's model on the same file: its hidden states, and the CNN output of its
+    (fairseq / unilm) feature extractor after the model's feature layer norm."""
     upstream = open_upstream(tiny_checkpoints[kind]).upstream
     waveform = read_audio(load_utterances(DEMO_TRAIN, max_utterances=1).utterances[0].path, 16000)
     frames = layer_frames(upstream, waveform, "cpu")
+    expert = s3prl_expert(kind, tiny_checkpoints[kind])
     with torch.no_grad():
-        hidden = upstream.hidden_states(waveform[None])
-        cnn = upstream.conv_features(waveform[None])
-    assert len(frames) == len(layer_names(upstream.num_layers)) == upstream.num_layers + 2
-    np.testing.assert_allclose(frames[0], cnn[0].numpy(), atol=1e-6)
+        hidden = expert([waveform])["hidden_states"]
+        cnn = expert.model.layer_norm(expert.model.feature_extractor(waveform[None]).transpose(1, 2))
+    assert len(frames) == len(layer_names(upstream.num_layers)) == upstream.num_layers + 2 == len(hidden) + 1
+    np.testing.assert_allclose(frames[0], cnn[0].numpy(), atol=1e-5)
     for ours, theirs in zip(frames[1:], hidden):
         np.testing.assert_allclose(ours, theirs[0].numpy(), atol=1e-5)
     assert len(log_mel_frames(waveform)) == len(frames[0])  # 25 ms / 20 ms log-mel = the CNN's frame rate
 
 
 def test_perturbed_copy_depends_only_on_seed_and_utterance_index():
-    waveform = torch.randn(16000)
+    waveform = torch.randn(16000, generator=torch.Generator().manual_seed(0))
     perturber = make_perturber()
     first, drawn = perturbed_copy(perturber, waveform, seed=5, index=7)
-    again, drawn_again = perturbed_copy(perturber, waveform, seed=5, index=7)
+    again, drawn_again = perturbed_copy(make_perturber(), waveform.clone(), seed=5, index=7)
     assert drawn == drawn_again and torch.equal(first, again)
-    assert drawn.semitones in (-2.0, 2.0) and drawn.speed in (0.9, 1.0, 1.1)
+    assert torch.equal(first, perturber.apply(waveform, drawn))  # the copy is the drawn perturbation
+    # another index or another seed draws anew: over 24 of them every setting occurs
+    by_index = [perturbed_copy(perturber, waveform, seed=5, index=i)[1] for i in range(24)]
+    by_seed = [perturbed_copy(perturber, waveform, seed=s, index=7)[1] for s in range(24)]
+    for drawn_set in (by_index, by_seed):
+        assert {p.speed for p in drawn_set} == {0.9, 1.0, 1.1}
+        assert {p.semitones for p in drawn_set} == {-2.0, 2.0}
+        assert not any(p.swap for p in drawn_set)  # the analysis compares original -> perturbed
+    assert by_index != by_seed
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

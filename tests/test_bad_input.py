@@ -2,6 +2,7 @@
 
 import fractions
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -16,6 +17,7 @@ import torch
 from laser_fairseq.checkpoint_io import CheckpointError, load_checkpoint
 from laser_fairseq.data.audio import AudioError, read_audio
 from laser_fairseq.data.manifest import ManifestError, read_manifest
+from laser_fairseq.data.prepare import check_audio_file
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 from laser_fairseq.tiny_upstream import conv_spec, make_tiny_hubert, save_checkpoint
@@ -186,25 +188,38 @@ def test_a_split_with_only_short_utterances_says_which_option_to_change(tmp_path
         make_task(tmp_path).load_dataset("train")
 
 
-def test_an_item_shorter_than_the_cnn_receptive_field_never_crashes_the_model(tmp_path, laser_model):
+def test_a_min_sample_size_below_the_receptive_field_after_speed_up_is_refused(tmp_path):
     os.makedirs(tmp_path / "audio")
     shutil.copy(GOOD_FLAC, tmp_path / "audio")
-    sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[:300], 16000)
-    write_manifest(str(tmp_path), ["s01_v1.flac\t32993", "short.flac\t300"])
-    try:
-        task = make_task(tmp_path, min_sample_size=100)
-        task.load_dataset("train")
-    except ValueError as error:  # refusing the setting up front is a fine answer
-        assert "min_sample_size" in str(error)
-        return
+    write_manifest(str(tmp_path), ["s01_v1.flac\t32993"])
+    needed = math.ceil(CNN_RECEPTIVE_FIELD * 1.1)  # the default speed factors go up to 1.1
+    with pytest.raises(ValueError, match=rf"min_sample_size={needed - 1} is too small: .* at least {needed} samples"):
+        make_task(tmp_path, min_sample_size=needed - 1).load_dataset("train")
+    make_task(tmp_path, min_sample_size=needed).load_dataset("train")
+
+
+def test_the_shortest_accepted_item_runs_through_the_model_in_both_views(tmp_path, laser_model):
+    """An utterance of exactly min_sample_size samples, sped up by the largest factor, still gives frames;
+    one sample fewer is left out. The manifest tool draws the line at the same place."""
+    needed = math.ceil(CNN_RECEPTIVE_FIELD * 1.1)
+    os.makedirs(tmp_path / "audio")
+    for name, length in (("shortest.flac", needed), ("too_short.flac", needed - 1)):
+        sf.write(str(tmp_path / "audio" / name), good_wav()[8000 : 8000 + length], 16000)
+        kept, problem = check_audio_file(str(tmp_path / "audio" / name), 16000, min_samples=needed)
+        assert kept == length and (problem == "") == (length == needed), problem
+    write_manifest(str(tmp_path), [f"shortest.flac\t{needed}", f"too_short.flac\t{needed - 1}"])
+    task = LaserTask(LaserTaskConfig(data=str(tmp_path), seed=1, train_subset="train", min_sample_size=needed,
+                                     speed_factors=[1.1]))
+    task.load_dataset("train")
     dataset = task.datasets["train"]
-    if len(dataset) < 2:  # left out: fine
-        return
-    batch = dataset.collater([dataset[0], dataset[1]])
-    try:
-        laser_model(**batch["net_input"])
-    except ValueError as error:  # a clear refusal naming the cause is fine, torch's conv error is not
-        assert "receptive field" in str(error) or "min_sample_size" in str(error)
+    assert [entry.num_samples for entry in dataset.entries] == [needed]
+    item = dataset[0]
+    sped_up = min(len(item["view_a"]), len(item["view_b"]))
+    assert max(len(item["view_a"]), len(item["view_b"])) == needed and CNN_RECEPTIVE_FIELD <= sped_up < needed
+    laser_model.eval()
+    with torch.no_grad():
+        out = laser_model(**dataset.collater([item])["net_input"])
+    assert out["lengths_a"].tolist() == [1] == out["lengths_b"].tolist()
 
 
 def test_a_manifest_claiming_more_samples_than_the_file_has_is_reported(tmp_path):

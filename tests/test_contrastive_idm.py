@@ -80,3 +80,11 @@ def test_half_precision_is_computed_in_float32():
 def test_bad_lengths_are_named():
     with pytest.raises(ValueError, match="lengths"):
         contrastive_idm(torch.zeros(2, 3, 4), torch.tensor([3, 4]))
+
+
+def test_defaults_are_the_papers_hubert_settings_and_a_single_frame_costs_nothing():
+    z, lengths = padded_batch([5, 1, 3], seed=2)
+    values = contrastive_idm(z, lengths)
+    for row, n in enumerate(lengths.tolist()):
+        assert values[row].item() == pytest.approx(idm_reference(z[row, :n].tolist(), 0.0, 1.1), rel=1e-12)
+    assert values[1].item() == 0.0

@@ -70,13 +70,6 @@ def run_two_ranks(upstream, run_dir, ddp_backend):
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("upstream") / "tiny_hubert.pt")
-    save_checkpoint(make_tiny_hubert(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def runs(upstream, tmp_path_factory):
     return {backend: run_two_ranks(upstream, str(tmp_path_factory.mktemp(backend)), backend)
             for backend in ("legacy_ddp", "pytorch_ddp")}

@@ -5,7 +5,6 @@ One module-scoped setup trains tiny HuBERT and WavLM upstreams for 2 LASER updat
 (both runs in parallel) and exports them; the tests share it.
 """
 
-import argparse
 import os
 import runpy
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from checkpoint_shapes import max_difference_to_transformers, with_legacy_args
 from laser_fairseq.checkpoint_io import SAFE_GLOBALS, load_checkpoint
 from laser_fairseq.export import (
     ExportError,
@@ -185,8 +185,7 @@ def test_legacy_args_source_exports_with_a_plain_cfg(trained, tmp_path):
     """A source written by older fairseq (args Namespace, cfg None) is exported with a converted cfg."""
     from fairseq import checkpoint_utils
 
-    source = load_checkpoint(str(trained["hubert_original"]))
-    legacy = dict(source, args=legacy_namespace(source["cfg"]), cfg=None)
+    legacy = with_legacy_args(load_checkpoint(str(trained["hubert_original"])))
     legacy_path = tmp_path / "legacy_hubert.pt"
     torch.save(legacy, legacy_path)
     output = tmp_path / "exported.pt"
@@ -199,16 +198,6 @@ def test_legacy_args_source_exports_with_a_plain_cfg(trained, tmp_path):
         models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(output)])
     reference = load_checkpoint(str(trained["hubert_export"]))["model"]
     assert all(torch.equal(value, reference[key]) for key, value in models[0].state_dict().items())
-
-
-def legacy_namespace(cfg: dict) -> argparse.Namespace:
-    """A flat args Namespace as fairseq < 0.10 wrote it, from a structured cfg."""
-    flat = {}
-    for section in ("common", "dataset", "optimization", "checkpoint", "distributed_training", "task", "model"):
-        flat.update({key: value for key, value in cfg[section].items() if key != "_name"})
-    flat.update(arch="hubert", task="hubert_pretraining", criterion="hubert", optimizer="adam",
-                lr_scheduler="polynomial_decay")
-    return argparse.Namespace(**flat)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,6 +255,32 @@ def test_s3prl_wavlm_local_reads_unilm_export(trained):
     diff = max_hidden_state_diff(s3prl_hidden_states(expert, source), ours)
     print(f"s3prl wavlm_local vs LASER upstream: max |diff| = {diff:.3g}")
     assert len(ours) == LAYERS + 1 and diff <= ATOL
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face transformers
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hubert", "wavlm"])
+def test_transformers_loads_the_hf_export_of_an_original_upstream(trained, tmp_path, kind):
+    import transformers
+
+    output = tmp_path / "hf"
+    report = export_checkpoint(str(trained[f"{kind}_laser"]), str(output), fmt="hf")
+    assert report.fmt == "hf" and report.kind == kind
+    model_class = transformers.HubertModel if kind == "hubert" else transformers.WavLMModel
+    model, info = model_class.from_pretrained(str(output), output_loading_info=True)
+    assert not any(info[name] for name in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    original_cfg = load_checkpoint(str(trained[f"{kind}_original"]))["cfg"]
+    original_cfg = original_cfg["model"] if kind == "hubert" else original_cfg
+    assert model.config.hidden_dropout == original_cfg["dropout"] and model.config.num_hidden_layers == LAYERS
+    assert model.config.layerdrop == original_cfg["encoder_layerdrop"]
+    if kind == "hubert":
+        assert any("pretraining head (label_embs_concat, final_proj.weight, final_proj.bias" in note for note in report.notes)
+    difference = max_difference_to_transformers(model, laser_upstream(trained[f"{kind}_laser"]), normalize=False)
+    print(f"transformers {type(model).__name__} vs LASER upstream: max |diff| = {difference:.3g}")
+    assert difference <= ATOL
 
 
 # --------------------------------------------------------------------------------------------------

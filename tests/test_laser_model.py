@@ -7,7 +7,9 @@ import torch
 from fairseq.models.hubert import HubertModel
 
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
-from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
+from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm
+
+from laser_runs import save_tiny_upstreams
 
 CHECKPOINTS = {
     "hubert": lambda: make_tiny_hubert(layers=4, dim=64),
@@ -19,12 +21,7 @@ CHECKPOINTS = {
 
 @pytest.fixture(scope="module")
 def upstream_paths(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("upstreams")
-    paths = {}
-    for name, make in CHECKPOINTS.items():
-        paths[name] = str(folder / f"{name}.pt")
-        save_checkpoint(make(), paths[name])
-    return paths
+    return save_tiny_upstreams(tmp_path_factory.mktemp("upstreams"), CHECKPOINTS)
 
 
 def build(path, trainable_layers=2) -> LaserModel:
@@ -115,3 +112,21 @@ def test_missing_upstream_file_is_named(tmp_path):
     missing = os.path.join(tmp_path, "nope.pt")
     with pytest.raises(ValueError, match="nope.pt"):
         build(missing)
+
+
+def test_defaults_are_the_papers_and_eval_mode_reaches_every_module(upstream_paths):
+    cfg = LaserModelConfig(upstream_path=upstream_paths["hubert"])
+    assert (cfg.trainable_layers, cfg.proj_dim, cfg.extra_safe_globals) == (2, 256, [])
+    model = LaserModel.build_model(cfg)
+    assert (model.head.in_features, model.head.out_features) == (64, 256)
+    assert list(model.trainable_block_indices) == [2, 3]
+    model.train()
+    model.eval()
+    assert not any(module.training for module in model.modules())
+    source, mask = waves([16000, 12000])
+    with torch.no_grad():
+        out = model(source, source[:, :9000], mask, None)
+    assert out["z_a"].shape[-1] == out["z_b"].shape[-1] == 256
+    frames = (9000 - 400) // 320 + 1  # the CNN's frame count
+    assert out["lengths_b"].tolist() == [frames, frames] and out["z_b"].shape[1] == frames
+    torch.testing.assert_close(out["z_b"].norm(dim=-1), torch.ones(2, frames))

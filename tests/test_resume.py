@@ -1,4 +1,5 @@
-"""A LASER run killed with SIGKILL and restarted with the same command ends bit-identical to an uninterrupted one.
+"""A LASER run killed with SIGKILL and restarted with the same command ends bit-identical to an uninterrupted one,
+also when the kill tore checkpoint_last.pt (the task then resumes from the newest intact checkpoint).
 
 All runs use one torch/numba thread (same arithmetic in every run, and two runs fit the 2 cores side by side).
 fairseq reseeds torch with ``seed + num_updates`` before every update, the dataset seeds each item with
@@ -18,7 +19,6 @@ import pytest
 import torch
 
 from laser_fairseq.checkpoint_io import load_checkpoint
-from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
@@ -46,8 +46,6 @@ def train_command(upstream, run_dir, num_workers):
         f"lr_scheduler.total_num_update={MAX_UPDATE}",
         f"checkpoint.save_interval_updates={SAVE_EVERY}",
         f"dataset.num_workers={num_workers}",
-        # without workers, fairseq's prefetch thread would still be inside torch at exit (abort, exit 134)
-        f"dataset.data_buffer_size={10 if num_workers else 0}",
         "task.max_sample_size=16000",  # 1 s crops: cheaper updates, and the random crop is exercised
         "dataset.disable_validation=true",
         "common.log_interval=1",
@@ -106,17 +104,12 @@ def assert_bit_identical(path_a, path_b):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(optimizer_b[index][name])), (index, name)
 
 
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("upstream") / "tiny_hubert.pt")
-    save_checkpoint(make_tiny_hubert(), path)
-    return path
-
-
-def killed_and_resumed(upstream, run_dir, num_workers, beside=None):
-    """Run until the save at RESUMED_FROM, SIGKILL, restart the same command; returns checkpoint_last.pt.
+def killed_and_resumed(upstream, run_dir, num_workers, beside=None, tear_last=False):
+    """Run until the save at RESUMED_FROM, SIGKILL, restart the same command; returns (checkpoint_last.pt, log).
 
     ``beside``: (command, log) of another run to start together with the first one (2 cores).
+    ``tear_last``: before restarting, truncate checkpoint_last.pt to half its size, as a kill during fairseq's
+    plain copy of checkpoint_E_U.pt to checkpoint_last.pt leaves it.
     """
     command = train_command(upstream, str(run_dir), num_workers)
     first_log = str(run_dir / "first.log")
@@ -125,6 +118,8 @@ def killed_and_resumed(upstream, run_dir, num_workers, beside=None):
     kill_when_logged(first, first_log, KILL_MARKER)
     last = str(run_dir / "checkpoints" / "checkpoint_last.pt")
     assert saved_update(last) == RESUMED_FROM, "the kill must land between two checkpoint saves"
+    if tear_last:
+        os.truncate(last, os.path.getsize(last) // 2)
     resumed_log = str(run_dir / "resumed.log")
     output = finish(start(command, resumed_log), resumed_log)
     if other is not None:
@@ -132,7 +127,7 @@ def killed_and_resumed(upstream, run_dir, num_workers, beside=None):
     assert f"Loaded checkpoint {last} (epoch 2 @ {RESUMED_FROM} updates)" in output
     assert f"num_updates={RESUMED_FROM}," not in output and f"num_updates={RESUMED_FROM + 1}," in output
     assert saved_update(last) == MAX_UPDATE
-    return last
+    return last, output
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +135,7 @@ def reference_and_resumed(upstream, tmp_path_factory):
     """checkpoint_last.pt of an uninterrupted run and of a killed + resumed one (num_workers=0), run side by side."""
     reference_dir = tmp_path_factory.mktemp("reference")
     reference = (train_command(upstream, str(reference_dir), 0), str(reference_dir / "run.log"))
-    resumed = killed_and_resumed(upstream, tmp_path_factory.mktemp("resumed0"), 0, beside=reference)
+    resumed, _ = killed_and_resumed(upstream, tmp_path_factory.mktemp("resumed0"), 0, beside=reference)
     return str(reference_dir / "checkpoints" / "checkpoint_last.pt"), resumed
 
 
@@ -152,5 +147,18 @@ def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(referen
 
 def test_resume_with_a_data_loader_worker_is_bit_identical_too(reference_and_resumed, upstream, tmp_path):
     reference, _ = reference_and_resumed
-    resumed = killed_and_resumed(upstream, tmp_path, num_workers=1)
+    resumed, _ = killed_and_resumed(upstream, tmp_path, num_workers=1)
+    assert_bit_identical(reference, resumed)
+
+
+def test_resume_over_a_torn_checkpoint_last_uses_the_newest_intact_one_and_is_bit_identical(
+    reference_and_resumed, upstream, tmp_path
+):
+    reference, _ = reference_and_resumed
+    resumed, output = killed_and_resumed(upstream, tmp_path, num_workers=0, tear_last=True)
+    checkpoints = tmp_path / "checkpoints"
+    (aside,) = [name for name in os.listdir(checkpoints) if name.startswith("checkpoint_last.pt.torn-")]
+    warning = next(line for line in output.splitlines() if "is a torn copy" in line)
+    intact = str(checkpoints / f"checkpoint_2_{RESUMED_FROM}.pt")
+    assert resumed in warning and str(checkpoints / aside) in warning and intact in warning, warning
     assert_bit_identical(reference, resumed)

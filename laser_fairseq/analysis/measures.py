@@ -18,7 +18,6 @@ stay float32 there; the DTW sums run in float64).
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import List, Sequence
@@ -26,11 +25,6 @@ from typing import List, Sequence
 import numba
 import numpy as np
 from scipy.special import gammaln
-
-# Importing fairseq sets the root logger to DEBUG (fairseq/tasks/text_to_speech.py calls basicConfig), which
-# makes numba print its whole compilation trace; keep numba's own logger quiet unless someone set it.
-if logging.getLogger("numba").level == logging.NOTSET:
-    logging.getLogger("numba").setLevel(logging.WARNING)
 
 # ----------------------------------------------------------------------------------------------------------
 # input likeness: linear CKA

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 
 import torch
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
@@ -28,7 +30,9 @@ class LaserCriterionConfig(FairseqDataclass):
     )
     soft_dtw_backend: str = field(
         default="auto",
-        metadata={"help": "soft-DTW implementation: auto (CUDA kernel on GPU, numba on CPU), torch, numba, cuda"},
+        metadata={"help": "soft-DTW implementation: auto (triton for CUDA tensors, numba on CPU, torch otherwise: "
+                          "only what the install provides), triton (GPU kernel, self-checked on first use), "
+                          "numba (CPU kernel), torch (pure PyTorch, any device: the way out if a kernel fails)"},
     )
 
 
@@ -46,14 +50,7 @@ class LaserCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce: bool = True):
         out = model(**sample["net_input"])
-        divergence = soft_dtw_divergence(
-            out["z_a"], out["z_b"], out["lengths_a"], out["lengths_b"],
-            gamma=self.cfg.gamma, backend=self.cfg.soft_dtw_backend,
-        )
-        idm = contrastive_idm(out["z_a"], out["lengths_a"], self.cfg.sigma, self.cfg.margin) + contrastive_idm(
-            out["z_b"], out["lengths_b"], self.cfg.sigma, self.cfg.margin
-        )
-        per_pair = self.cfg.sdtw_weight * divergence + self.cfg.alpha * idm
+        per_pair, divergence, idm = self.pair_losses(out)
         loss = per_pair.sum() if reduce else per_pair
         pairs = per_pair.shape[0]
         logging_output = {
@@ -67,6 +64,23 @@ class LaserCriterion(FairseqCriterion):
             "sample_size": pairs,
         }
         return loss, pairs, logging_output
+
+    def pair_losses(self, out):
+        """Model output -> (weighted loss, divergence, IDM), each ``(B,)`` float32.
+
+        Mixed precision (``common.fp16`` / ``common.bf16`` / ``common.amp``): the model's projected frames are
+        float32 (see ``LaserModel.project``) and the whole loss is computed in float32 outside autocast;
+        only the upstream runs in half precision.
+        """
+        z_a, z_b = out["z_a"].float(), out["z_b"].float()
+        with torch.autocast(device_type=z_a.device.type, enabled=False):
+            divergence = soft_dtw_divergence(
+                z_a, z_b, out["lengths_a"], out["lengths_b"], gamma=self.cfg.gamma, backend=self.cfg.soft_dtw_backend
+            )
+            idm = contrastive_idm(z_a, out["lengths_a"], self.cfg.sigma, self.cfg.margin) + contrastive_idm(
+                z_b, out["lengths_b"], self.cfg.sigma, self.cfg.margin
+            )
+            return self.cfg.sdtw_weight * divergence + self.cfg.alpha * idm, divergence, idm
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:

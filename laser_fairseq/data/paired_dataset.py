@@ -6,6 +6,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.data import FairseqDataset
 from torch import Tensor
 

@@ -18,8 +18,9 @@ back; float64 stays float64. Borders use a large finite value instead of +inf.
 
 Backends: ``"torch"`` (pure PyTorch, anti-diagonal wavefront vectorised over problems and the
 diagonal, any device), ``"numba"`` (CPU kernel, :mod:`laser_fairseq.losses.soft_dtw_cpu`),
-``"cuda"`` (numba.cuda kernel, :mod:`laser_fairseq.losses.soft_dtw_cuda`), ``"auto"`` (cuda for
-CUDA tensors; numba on CPU when it imports, else torch).
+``"triton"`` (GPU kernel, :mod:`laser_fairseq.losses.soft_dtw_triton`; checked against the torch
+backend once per device and dtype before its first use), ``"auto"`` (:func:`auto_backend`: triton
+for CUDA tensors, numba on CPU, torch otherwise, each only when the install provides its pieces).
 
 CPU performance note: torch's OpenMP worker threads spin for a while after each parallel op and
 then compete with the kernel's threads; on a machine with few cores, ``OMP_WAIT_POLICY=PASSIVE``
@@ -46,7 +47,9 @@ from laser_fairseq.losses.pairwise import squared_distances
 # and no inf - inf can produce NaN.
 BIG = 1e10
 
-BACKENDS = ("auto", "torch", "numba", "cuda")
+BACKENDS = ("auto", "torch", "numba", "triton")
+# backends that existed once, and what replaced them (named in the error a stale config gets)
+REMOVED_BACKENDS = {"cuda": "the numba.cuda kernel was replaced by 'triton' (what 'auto' picks for CUDA tensors)"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,17 +274,44 @@ def _numba_available() -> bool:
     return True
 
 
-def _resolve_backend(backend: str, device: torch.device):
-    """Backend name -> pair-level backend object (see :class:`_CostLevel` for the contract)."""
+@functools.lru_cache(maxsize=None)
+def _triton_available() -> bool:
+    """True when Triton and its NVIDIA backend (which bundles ptxas and libdevice) are installed."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton.backends
+    except ImportError:
+        return False
+    return "nvidia" in triton.backends.backends
+
+
+def auto_backend(device_type: str) -> str:
+    """The backend ``"auto"`` picks for tensors on ``device_type`` ("cpu", "cuda", ...).
+
+    Only backends whose pieces the install provides: ``triton`` for CUDA tensors when Triton with
+    its NVIDIA backend is installed (not on ROCm builds of torch, where it is unproven), ``numba``
+    for CPU tensors when numba imports, otherwise ``torch`` (runs anywhere).
+    """
+    if device_type == "cuda" and torch.version.hip is None and _triton_available():
+        return "triton"
+    if device_type == "cpu" and _numba_available():
+        return "numba"
+    return "torch"
+
+
+def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype):
+    """Backend name -> pair-level backend object (see :class:`_CostLevel` for the contract).
+
+    ``dtype`` is the compute dtype (float32 or float64): the Triton backend is self-checked once per
+    device and dtype before its first use.
+    """
+    if backend in REMOVED_BACKENDS:
+        raise ValueError(f"backend={backend!r} no longer exists: {REMOVED_BACKENDS[backend]}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        if device.type == "cuda":
-            backend = "cuda"
-        elif device.type == "cpu" and _numba_available():
-            backend = "numba"
-        else:
-            backend = "torch"
+        backend = auto_backend(device.type)
     if backend == "torch":
         return _CostLevel(_TorchDP)
     if backend == "numba":
@@ -289,19 +319,81 @@ def _resolve_backend(backend: str, device: torch.device):
             raise ValueError(f"backend='numba' needs CPU tensors, got device {device}")
         from laser_fairseq.losses.soft_dtw_cpu import NumbaSoftDTW
         return NumbaSoftDTW
-    if device.type != "cuda" and not _cuda_simulator():
-        raise ValueError(f"backend='cuda' needs CUDA tensors, got device {device}")
-    from laser_fairseq.losses.soft_dtw_cuda import CudaDP
-    return _CostLevel(CudaDP)
+    return _triton_backend(device, dtype)
 
 
-def _cuda_simulator() -> bool:
-    """numba's CUDA simulator is on (then backend='cuda' runs on CPU tensors, for tests)."""
-    if importlib.util.find_spec("numba") is None:
-        return False
-    from numba import config
+def _triton_backend(device: torch.device, dtype: torch.dtype) -> "_CostLevel":
+    """The Triton backend for ``device``, self-checked there once per dtype."""
+    if not _triton_available():
+        raise ValueError("backend='triton' needs the triton package with its NVIDIA backend (installed with "
+                         "torch's CUDA wheels on Linux); use backend='torch' (criterion.soft_dtw_backend=torch)")
+    from laser_fairseq.losses import soft_dtw_triton
 
-    return bool(getattr(config, "ENABLE_CUDASIM", False))
+    if device.type != "cuda" and not soft_dtw_triton.interpreted():
+        raise ValueError(f"backend='triton' needs CUDA tensors, got device {device} (on CPU it runs only under "
+                         "Triton's interpreter: TRITON_INTERPRET=1 set before the kernels are imported)")
+    impl = _CostLevel(soft_dtw_triton.TritonDP)
+    _self_check_once("triton", impl, device, dtype)
+    return impl
+
+
+# ----------------------------------------------------------------------------------------------
+# First-use self-check of a compiled backend
+# ----------------------------------------------------------------------------------------------
+
+# relative error limits (of the values, and of the gradients, each against its largest entry): a
+# correct float32 kernel is ~1e-6 off a float64 computation, a broken one is off by O(1)
+SELF_CHECK_LIMITS = {torch.float32: 1e-4, torch.float64: 1e-9}
+_SELF_CHECKED: set = set()
+
+
+def _self_check_once(name: str, impl, device: torch.device, dtype: torch.dtype) -> None:
+    """Compare ``impl`` with the torch backend on a small random problem, once per process, device and
+    dtype; raise a RuntimeError naming the backend, the error and the way out."""
+    key = (name, str(device), dtype)
+    if key in _SELF_CHECKED:
+        return
+    way_out = ("Use the pure-PyTorch backend instead: criterion.soft_dtw_backend=torch in a fairseq run "
+               "(backend='torch' in Python), and please report this with your GPU, driver and triton versions.")
+    try:
+        value_error, grad_error = self_check_errors(impl, device, dtype)
+    except Exception as error:  # compilation or launch failure: same way out
+        raise RuntimeError(f"soft-DTW backend {name!r} failed its first-use self-check on {device} ({dtype}): "
+                           f"{type(error).__name__}: {error}. {way_out}") from error
+    limit = SELF_CHECK_LIMITS[dtype]
+    if not (value_error <= limit and grad_error <= limit):  # also catches NaN
+        raise RuntimeError(f"soft-DTW backend {name!r} failed its first-use self-check on {device} ({dtype}): "
+                           f"relative error {value_error:.1e} in the values and {grad_error:.1e} in the gradients "
+                           f"against the torch backend in float64 (limit {limit:.0e}). {way_out}")
+    _SELF_CHECKED.add(key)
+
+
+def self_check_errors(impl, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """Relative errors (values, gradients) of ``impl`` in ``dtype`` against ``_TorchDP`` in float64, on ``device``.
+
+    The problem: 2 pairs of unit-norm frames, d = 8, lengths (16, 9) x (12, 14), padded, gamma 0.1,
+    divergence; errors are max |a - b| / max |b| over the values and over both gradients.
+    """
+    g = torch.Generator().manual_seed(20261202)
+    x = F.normalize(torch.randn(2, 16, 8, generator=g, dtype=torch.float64), dim=-1)
+    y = F.normalize(torch.randn(2, 14, 8, generator=g, dtype=torch.float64), dim=-1)
+    xl, yl = torch.tensor([16, 9], device=device), torch.tensor([12, 14], device=device)
+    x, y = _masked(x.to(device), xl), _masked(y.to(device), yl)
+    weights = torch.tensor([1.0, -0.5], dtype=torch.float64, device=device)
+
+    def run(backend, dtype):
+        xd, yd = x.to(dtype).requires_grad_(True), y.to(dtype).requires_grad_(True)
+        values = _SoftDTWFunction.apply(xd, yd, xl, yl, 0.1, backend, True)
+        grads = torch.autograd.grad((values * weights.to(dtype)).sum(), (xd, yd))
+        return [t.detach().to(torch.float64) for t in (values, *grads)]
+
+    got = run(impl, dtype)
+    want = run(_CostLevel(_TorchDP), torch.float64)
+
+    def relative(a, b):
+        return float((a - b).abs().max() / b.abs().max())
+
+    return relative(got[0], want[0]), max(relative(got[1], want[1]), relative(got[2], want[2]))
 
 
 def _symmetrize(g: torch.Tensor) -> torch.Tensor:
@@ -336,7 +428,7 @@ def _self_grad(s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 class _CostLevel:
-    """Pair-level backend built from a cost-level DP (``_TorchDP``, ``CudaDP``).
+    """Pair-level backend built from a cost-level DP (``_TorchDP``, ``TritonDP``).
 
     Pair-level contract (what :class:`_SoftDTWFunction` calls):
     ``forward(x, y, x_lengths, y_lengths, divergence, gamma) -> (values, state)``, values a list of
@@ -344,12 +436,20 @@ class _CostLevel:
     (grad_x, grad_y)`` given d loss / d values. Here the costs are built with matmuls
     (:func:`squared_distances`) and the gradient is chained back by hand: 4 matmuls instead of the
     6 autograd would run for the divergence, since the xx and yy problems are symmetric.
+
+    A DP class may set ``cost_dtype``: costs and the chaining are then computed in that dtype
+    (float64 for the Triton backend) and the gradients returned in the input dtype.
     """
 
     def __init__(self, dp):
         self.dp = dp
 
+    def _work(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(getattr(self.dp, "cost_dtype", None) or t.dtype)
+
     def forward(self, x, y, x_lengths, y_lengths, divergence: bool, gamma: float):
+        x, y = self._work(x), self._work(y)
+
         def cost(a, b):
             return squared_distances(a, b, out=self.dp.empty((a.shape[0], a.shape[1], b.shape[1]), a.dtype, a.device))
 
@@ -366,11 +466,12 @@ class _CostLevel:
     def backward(self, state, grads, x, y):
         state, divergence = state
         mats = self.dp.backward(state, grads)
-        grad_x, grad_y = _cross_grad(mats[0], x, y)
+        xw, yw = self._work(x), self._work(y)
+        grad_x, grad_y = _cross_grad(mats[0], xw, yw)
         if divergence:
-            grad_x = grad_x + _self_grad(mats[1], x)
-            grad_y = grad_y + _self_grad(mats[2], y)
-        return grad_x, grad_y
+            grad_x = grad_x + _self_grad(mats[1], xw)
+            grad_y = grad_y + _self_grad(mats[2], yw)
+        return grad_x.to(x.dtype), grad_y.to(y.dtype)
 
 
 class _SoftDTWFunction(torch.autograd.Function):
@@ -406,7 +507,7 @@ def _run(x, y, x_lengths, y_lengths, gamma, backend, divergence):
         _check_pair(x, y)
         return x.new_zeros((0,))
     x, y, xl, yl, gamma, out_dtype = _prepare(x, y, x_lengths, y_lengths, gamma)
-    impl = _resolve_backend(backend, x.device)
+    impl = _resolve_backend(backend, x.device, x.dtype)
     return _SoftDTWFunction.apply(x, y, xl, yl, gamma, impl, divergence).to(out_dtype)
 
 
@@ -448,7 +549,7 @@ def soft_dtw(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torch.Tensor]
         x_lengths: ``(B,)`` integer numbers of valid frames of ``x`` (``None``: all ``N``).
         y_lengths: ``(B,)`` integer numbers of valid frames of ``y`` (``None``: all ``M``).
         gamma: softmin temperature, > 0.
-        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"cuda"``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"``.
 
     Returns:
         ``(B,)`` values in the dtype of the inputs (half precision is computed in float32).
@@ -470,7 +571,7 @@ def soft_dtw_divergence(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[to
         x_lengths: ``(B,)`` integer numbers of valid frames of ``x`` (``None``: all ``N``).
         y_lengths: ``(B,)`` integer numbers of valid frames of ``y`` (``None``: all ``M``).
         gamma: softmin temperature, > 0.
-        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"cuda"``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"``.
 
     Returns:
         ``(B,)`` divergences in the dtype of the inputs (half precision is computed in float32).

@@ -7,6 +7,8 @@ Use it exactly like ``hubert_ctc`` (``model.w2v_path=`` an original or exported 
 from dataclasses import dataclass, field
 
 import torch
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.models import register_model
 from fairseq.models.hubert.hubert_asr import HubertCtc, HubertCtcConfig
 

@@ -8,6 +8,8 @@ The upstream is built and loaded by fairseq's checkpoint code (``load_model_ense
 from typing import Optional
 
 import torch.nn.functional as F
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.models.hubert import HubertModel
 from torch import Tensor, nn
 

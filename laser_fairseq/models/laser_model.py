@@ -7,6 +7,8 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import MISSING
@@ -105,8 +107,16 @@ class LaserModel(BaseFairseqModel):
         return self.upstream.finalize(state), state.padding_mask
 
     def project(self, features: Tensor) -> Tensor:
-        """(B, T, C) -> (B, T, proj_dim) unit-norm frames."""
-        return F.normalize(self.head(features), dim=-1)
+        """(B, T, C) -> (B, T, proj_dim) unit-norm frames, in float32 whatever the model's dtype.
+
+        fairseq's ``common.fp16`` / ``common.bf16`` convert the whole model (the head too) and ``common.amp``
+        runs it under autocast; the head still runs in float32 here, outside autocast, because the loss is
+        computed from its output: a soft-DTW value sums hundreds of costs along a path and its gradient
+        weights are exponentials of their differences, which half precision would round away.
+        """
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            weight, bias = self.head.weight.float(), self.head.bias.float()
+            return F.normalize(F.linear(features.float(), weight, bias), dim=-1)
 
     def forward(
         self,

@@ -5,6 +5,7 @@ upstream under ``upstream.*`` plus the projection head; its source upstream is n
 ``cfg.model.upstream_path`` (override it when the file has moved).
 """
 
+import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -33,9 +34,10 @@ def is_laser_checkpoint(state: dict) -> bool:
 def open_upstream(
     path: str, upstream_path: Optional[str] = None, extra_safe_globals: Iterable[str] = ()
 ) -> OpenedUpstream:
-    """The upstream of ``path`` (original or LASER checkpoint), in eval mode, with the trained weights."""
-    state = load_checkpoint(path, extra_safe_globals)
-    if not is_laser_checkpoint(state):
+    """The upstream of ``path`` (original checkpoint, Hugging Face directory or LASER checkpoint), in eval
+    mode, with the trained weights."""
+    state = None if os.path.isdir(path) else load_checkpoint(path, extra_safe_globals)
+    if state is None or not is_laser_checkpoint(state):
         upstream = build_upstream(path, extra_safe_globals).eval()
         return OpenedUpstream(upstream, path, None, None, None)
     model_cfg = state["cfg"]["model"]

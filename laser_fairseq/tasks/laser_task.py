@@ -6,10 +6,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import List
 
+import torch
+
+from .. import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
+from ..checkpoint_recovery import LAST, ensure_resumable
 from ..data.manifest import read_manifest
 from ..data.paired_dataset import PairedPerturbedAudioDataset
 from ..data.perturbation import SpeedPitchPerturber
@@ -50,8 +54,25 @@ class LaserTaskConfig(FairseqDataclass):
     swap_views: bool = field(
         default=True, metadata={"help": "present the original and the perturbed view in random order"}
     )
+    persistent_workers: bool = field(
+        default=False,
+        metadata={"help": "keep data-loader workers alive after a loader is exhausted (the installed fairseq's "
+                          "default). false: every epoch's and every validation's workers exit when their loader "
+                          "is done, instead of when garbage collection finds the loader, which can stall a "
+                          "checkpoint save by up to 5 s per worker"},
+    )
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
+    save_dir: str = field(
+        default=II("checkpoint.save_dir"),
+        metadata={"help": "set from checkpoint.save_dir: checked at start-up so that a checkpoint_last.pt torn "
+                          "by a kill is replaced by the newest intact checkpoint before fairseq resumes"},
+    )
+    restore_file: str = field(
+        default=II("checkpoint.restore_file"),
+        metadata={"help": "set from checkpoint.restore_file: the start-up check runs only for the default "
+                          "checkpoint_last.pt"},
+    )
 
 
 @register_task("laser", dataclass=LaserTaskConfig)
@@ -72,7 +93,20 @@ class LaserTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: LaserTaskConfig, **kwargs):
+        if not kwargs.get("from_checkpoint"):  # a training launch, not a trained model being loaded
+            _make_resumable(cfg)
         return cls(cfg)
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's batch iterator; without data workers, also without fairseq's prefetch thread.
+
+        That daemon thread (``dataset.data_buffer_size`` batches ahead) can still be inside torch when the
+        interpreter exits after training, which aborts the finished run (``terminate called without an
+        active exception``, exit 134). Batches are then made in the main process, as they are requested.
+        """
+        if kwargs.get("num_workers", 0) == 0 and kwargs.get("data_buffer_size", 0) > 0:
+            kwargs["data_buffer_size"] = 0
+        return super().get_batch_iterator(dataset, *args, **kwargs)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         manifest = read_manifest(os.path.join(self.cfg.data, f"{split}.tsv"))
@@ -99,3 +133,14 @@ class LaserTask(FairseqTask):
     @property
     def target_dictionary(self):
         return None
+
+
+def _make_resumable(cfg: LaserTaskConfig) -> None:
+    """Rank 0 replaces a torn checkpoint_last.pt before fairseq, on every rank, looks for it."""
+    if cfg.restore_file != LAST:
+        return
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_rank() == 0:
+        ensure_resumable(cfg.save_dir)
+    if distributed:
+        torch.distributed.barrier()

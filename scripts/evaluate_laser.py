@@ -208,6 +208,8 @@ def write_results(args, records, stem: str, reported_split: str, chosen=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # fairseq-hydra-train runs in its hydra.run.dir: every path handed to it must be absolute
+    args.upstream, args.data, args.out = (os.path.abspath(path) for path in (args.upstream, args.data, args.out))
     try:
         variants = parse_variants(args.variants)
     except ValueError as error:

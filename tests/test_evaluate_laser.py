@@ -106,8 +106,8 @@ def corpus_and_upstream(tmp_path_factory):
     return corpus, upstream
 
 
-def run_script(*arguments):
-    result = subprocess.run([sys.executable, SCRIPT, *arguments], cwd=REPO, capture_output=True, text=True,
+def run_script(*arguments, cwd=REPO):
+    result = subprocess.run([sys.executable, SCRIPT, *arguments], cwd=cwd, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
@@ -116,10 +116,11 @@ def run_script(*arguments):
 def test_end_to_end_trains_measures_tabulates_and_resumes(corpus_and_upstream, tmp_path):
     corpus, upstream = corpus_and_upstream
     out = str(tmp_path / "effect")
-    arguments = ["--upstream", upstream, "--data", corpus, "--out", out, "--variants", "idm_only", "upstream",
+    # a relative --out (fairseq-hydra-train runs in its own folder: the script must hand it absolute paths)
+    arguments = ["--upstream", upstream, "--data", corpus, "--out", "effect", "--variants", "idm_only", "upstream",
                  "--seeds", "1", "--max-update", "3", "--probe-train-utterances", "12",
                  "--override", "checkpoint.save_interval_updates=3"]
-    first = run_script(*arguments)
+    first = run_script(*arguments, cwd=str(tmp_path))
     assert "training (3 updates)" in first
     with open(os.path.join(out, "results.json")) as handle:
         records = {r["variant"]: r for r in json.load(handle)["records"]}
@@ -135,7 +136,7 @@ def test_end_to_end_trains_measures_tabulates_and_resumes(corpus_and_upstream, t
         commands = handle.read()
     assert commands.count("fairseq-hydra-train") == 1 and "criterion.sdtw_weight=0.0" in commands
 
-    second = run_script(*arguments)
+    second = run_script(*arguments, cwd=str(tmp_path))
     assert "finished earlier" in second and "training (" not in second
     with open(os.path.join(out, "commands.sh")) as handle:
         assert handle.read() == commands

@@ -15,6 +15,10 @@ from ..losses import contrastive_idm, soft_dtw_divergence
 @dataclass
 class LaserCriterionConfig(FairseqDataclass):
     gamma: float = field(default=0.1, metadata={"help": "soft-DTW smoothing (soft-min temperature)"})
+    sdtw_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of the soft-DTW divergence; 1 in LASER, 0 for the Contrastive-IDM-only ablation"},
+    )
     alpha: float = field(
         default=0.4, metadata={"help": "weight of the Contrastive-IDM regulariser; 0 = soft-DTW only (collapses)"}
     )
@@ -34,7 +38,11 @@ class LaserCriterionConfig(FairseqDataclass):
 
 @register_criterion("laser", dataclass=LaserCriterionConfig)
 class LaserCriterion(FairseqCriterion):
-    """Per pair: D(Z_a, Z_b) + alpha * (IDM(Z_a) + IDM(Z_b)); summed over pairs, sample_size = pairs."""
+    """Per pair: w * D(Z_a, Z_b) + alpha * (IDM(Z_a) + IDM(Z_b)); summed over pairs, sample_size = pairs.
+
+    w = ``sdtw_weight`` (1 in LASER). The ablations: alpha = 0 (soft-DTW only), w = 0 (Contrastive-IDM only);
+    the unweighted parts are logged as ``sdtw`` and ``idm`` either way.
+    """
 
     def __init__(self, cfg: LaserCriterionConfig, task):
         super().__init__(task)
@@ -58,7 +66,7 @@ class LaserCriterion(FairseqCriterion):
         return loss, pairs, logging_output
 
     def pair_losses(self, out):
-        """Model output -> (loss, divergence, IDM), each ``(B,)`` float32.
+        """Model output -> (weighted loss, divergence, IDM), each ``(B,)`` float32.
 
         Mixed precision (``common.fp16`` / ``common.bf16`` / ``common.amp``): the model's projected frames are
         float32 (see ``LaserModel.project``) and the whole loss is computed in float32 outside autocast;
@@ -72,7 +80,7 @@ class LaserCriterion(FairseqCriterion):
             idm = contrastive_idm(z_a, out["lengths_a"], self.cfg.sigma, self.cfg.margin) + contrastive_idm(
                 z_b, out["lengths_b"], self.cfg.sigma, self.cfg.margin
             )
-            return divergence + self.cfg.alpha * idm, divergence, idm
+            return self.cfg.sdtw_weight * divergence + self.cfg.alpha * idm, divergence, idm
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:

@@ -1,0 +1,140 @@
+"""The effect table: per variant, mean ± std over seeds of each measure; per-seed rows in the CSV; a PNG.
+
+Input: one record per evaluated (variant, seed), a flat dict ``{"variant", "seed", <column>: value}``
+(values None when not available). Columns are described by :data:`COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    better: str  # "higher", "lower" or "" (descriptive)
+
+
+COLUMNS: List[Column] = [
+    Column("phone_acc_top", "phone acc (top layer)", "higher"),
+    Column("phone_per_top", "PER (top layer)", "lower"),
+    Column("phone_acc_best", "phone acc (best layer on valid)", "higher"),
+    Column("retrieval_map_top", "cross-voice MAP (top)", "higher"),
+    Column("voice_probe_top", "voice probe (top)", ""),
+    Column("invariance_top", "invariance (top)", "higher"),
+    Column("mean_cosine_top", "mean pairwise cosine (top)", ""),
+    Column("effective_rank_top", "effective rank (top)", ""),
+]
+
+
+@dataclass
+class Aggregate:
+    mean: Optional[float]
+    std: Optional[float]  # sample standard deviation (n - 1); None for a single value
+    n: int
+
+
+def aggregate(values: Sequence[Optional[float]]) -> Aggregate:
+    """Mean and sample std of the available (not None, not NaN) values."""
+    present = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not present:
+        return Aggregate(None, None, 0)
+    std = statistics.stdev(present) if len(present) > 1 else None
+    return Aggregate(statistics.fmean(present), std, len(present))
+
+
+def variant_order(records: Sequence[dict]) -> List[str]:
+    order: List[str] = []
+    for record in records:
+        if record["variant"] not in order:
+            order.append(record["variant"])
+    return order
+
+
+def summarise(records: Sequence[dict], columns: Sequence[Column] = COLUMNS) -> Dict[str, Dict[str, Aggregate]]:
+    """variant -> column key -> Aggregate over that variant's seeds."""
+    return {
+        variant: {
+            column.key: aggregate([r.get(column.key) for r in records if r["variant"] == variant])
+            for column in columns
+        }
+        for variant in variant_order(records)
+    }
+
+
+def format_aggregate(value: Aggregate, digits: int = 3) -> str:
+    if value.mean is None:
+        return "n/a"
+    if value.std is None:
+        return f"{value.mean:.{digits}f}"
+    return f"{value.mean:.{digits}f} ± {value.std:.{digits}f}"
+
+
+def markdown_table(records: Sequence[dict], columns: Sequence[Column] = COLUMNS) -> str:
+    """Rows: variants (with the number of seeds); columns: mean ± std of each measure."""
+    summary = summarise(records, columns)
+    arrows = {"higher": " ↑", "lower": " ↓", "": ""}
+    header = ["variant", "seeds"] + [column.title + arrows[column.better] for column in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:"] + ["---:"] * len(columns)) + "|"]
+    for variant, values in summary.items():
+        seeds = sum(1 for r in records if r["variant"] == variant)
+        cells = [variant, str(seeds)] + [format_aggregate(values[column.key]) for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_seed_table(records: Sequence[dict], columns: Sequence[Column] = COLUMNS) -> str:
+    header = ["variant", "seed"] + [column.title for column in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:"] + ["---:"] * len(columns)) + "|"]
+    for record in records:
+        cells = [record["variant"], str(record["seed"])]
+        cells += ["n/a" if record.get(c.key) is None else f"{record[c.key]:.4f}" for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: str, records: Sequence[dict]):
+    """One row per (variant, seed) with every recorded value (the per-seed numbers behind the table)."""
+    fields: List[str] = []
+    for record in records:
+        fields += [key for key in record if key not in fields]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for record in records:
+            writer.writerow({key: ("" if record.get(key) is None else record[key]) for key in fields})
+
+
+def plot(path: str, records: Sequence[dict], columns: Sequence[Column] = COLUMNS):
+    """One panel per column: a bar per variant (mean) with its std as an error bar, seeds as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(records, columns)
+    variants = list(summary)
+    cols = 4
+    rows = math.ceil(len(columns) / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for axis, column in zip(axes.flat, columns):
+        for position, variant in enumerate(variants):
+            value = summary[variant][column.key]
+            if value.mean is None:
+                continue
+            axis.bar(position, value.mean, yerr=value.std or 0.0, capsize=4, color=f"C{position}", alpha=0.6)
+            seeds = [r[column.key] for r in records if r["variant"] == variant and r.get(column.key) is not None]
+            axis.plot([position] * len(seeds), seeds, "k.", markersize=4)
+        axis.set_xticks(range(len(variants)))
+        axis.set_xticklabels(variants, rotation=20, fontsize=8)
+        axis.set_title(column.title + {"higher": " (↑)", "lower": " (↓)", "": ""}[column.better], fontsize=9)
+    for axis in list(axes.flat)[len(columns):]:
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,142 @@
+"""scripts/evaluate_laser.py: variants, resumable runs, the selection split, the table; one real end-to-end run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
+from laser_fairseq.evaluation import table
+from laser_fairseq.evaluation.runs import Run, RunError, TrainingSettings, finished, training_command
+from laser_fairseq.evaluation.variants import VARIANTS, parse_variants
+from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "scripts", "evaluate_laser.py")
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+import evaluate_laser  # noqa: E402
+
+
+def settings(**changes):
+    values = dict(upstream="/m/up.pt", data="/d", lr=3e-4, max_update=360, config_dir="/c", config_name="tiny_hubert")
+    values.update(changes)
+    return TrainingSettings(**values)
+
+
+def overrides(command):
+    return {item.split("=", 1)[0]: item.split("=", 1)[1] for item in command if "=" in item}
+
+
+def test_each_variant_changes_only_its_criterion_weight():
+    commands = {name: overrides(training_command(Run(VARIANTS[name], 2, settings()), "/out"))
+                for name in ("laser", "sdtw_only", "idm_only")}
+    assert "criterion.alpha" not in commands["laser"] and "criterion.sdtw_weight" not in commands["laser"]
+    assert commands["sdtw_only"]["criterion.alpha"] == "0.0"
+    assert commands["idm_only"]["criterion.sdtw_weight"] == "0.0"
+    shared = {key: value for key, value in commands["laser"].items() if "save_dir" not in key and "logdir" not in key
+              and "hydra.run.dir" not in key}
+    for name in ("sdtw_only", "idm_only"):
+        assert {k: v for k, v in commands[name].items() if k in shared} == shared
+    laser = commands["laser"]
+    assert laser["common.seed"] == "2" and laser["optimization.lr"] == "[0.0003]"
+    assert laser["optimization.max_update"] == laser["lr_scheduler.total_num_update"] == "360"
+    assert laser["lr_scheduler.warmup_updates"] == "100"  # the paper's 1000 of 3600
+    assert laser["checkpoint.save_dir"] == "/out/runs/laser/lr0.0003-u360/seed2/checkpoints"
+
+
+def test_unknown_or_repeated_variants_are_refused():
+    with pytest.raises(ValueError, match="unknown variant"):
+        parse_variants(["laser", "lasr"])
+    with pytest.raises(ValueError, match="twice"):
+        parse_variants(["laser", "laser"])
+
+
+def test_a_finished_run_is_reused_only_with_the_same_command(tmp_path):
+    run = Run(VARIANTS["laser"], 1, settings())
+    out = str(tmp_path)
+    assert finished(run, out) is None
+    os.makedirs(run.folder(out))
+    with open(os.path.join(run.folder(out), "done.json"), "w") as handle:
+        json.dump({"command": training_command(run, out), "checkpoint": "x"}, handle)
+    assert finished(run, out)["checkpoint"] == "x"
+    changed = Run(VARIANTS["laser"], 1, settings(upstream="/m/other.pt"))
+    with pytest.raises(RunError, match="another command"):
+        finished(changed, out)
+
+
+def measures(values_by_layer, top):
+    return {"layers": {name: {"phone_acc": acc, "phone_per": 1 - acc, "retrieval_map": 0.5}
+                       for name, acc in values_by_layer.items()},
+            "top_layer": top, "chance": {"phone_acc_chance": 0.2}}
+
+
+def test_the_best_layer_is_chosen_on_the_selection_split_and_reported_on_the_other():
+    selection = measures({"block1": 0.9, "block2": 0.5, "block3": 0.6}, "block3")
+    reported = measures({"block1": 0.4, "block2": 0.8, "block3": 0.7}, "block3")
+    entry = evaluate_laser.record(Run(VARIANTS["laser"], 1, settings()), reported, selection)
+    assert entry["best_layer_on_select"] == "block1"
+    assert entry["phone_acc_best"] == 0.4  # block1's value on the reported split, not the reported maximum
+    assert entry["phone_acc_top"] == 0.7 and entry["phone_per_top"] == pytest.approx(0.3)
+    assert entry["phone_acc_chance"] == 0.2
+
+
+def test_table_aggregates_mean_and_sample_std_per_variant():
+    records = [{"variant": "laser", "seed": s, "phone_acc_top": v} for s, v in ((1, 0.5), (2, 0.7), (3, None))]
+    records.append({"variant": "upstream", "seed": 0, "phone_acc_top": 0.4})
+    summary = table.summarise(records, [table.Column("phone_acc_top", "acc", "higher")])
+    assert summary["laser"]["phone_acc_top"].mean == pytest.approx(0.6)
+    assert summary["laser"]["phone_acc_top"].std == pytest.approx(0.1414213562, rel=1e-9)
+    assert summary["laser"]["phone_acc_top"].n == 2
+    assert summary["upstream"]["phone_acc_top"].std is None
+    markdown = table.markdown_table(records, [table.Column("phone_acc_top", "acc", "higher")])
+    assert "| laser | 3 | 0.600 ± 0.141 |" in markdown and "| upstream | 1 | 0.400 |" in markdown
+
+
+@pytest.fixture(scope="module")
+def corpus_and_upstream(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("effect")
+    corpus = str(folder / "corpus")
+    build_corpus(corpus, CorpusSettings(sentences=10, voices=3, valid_sentences=2, test_sentences=2),
+                 workers=1, log=lambda message: None)
+    upstream = str(folder / "tiny_hubert.pt")
+    save_checkpoint(make_tiny_hubert(), upstream)
+    return corpus, upstream
+
+
+def run_script(*arguments, cwd=REPO):
+    result = subprocess.run([sys.executable, SCRIPT, *arguments], cwd=cwd, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_end_to_end_trains_measures_tabulates_and_resumes(corpus_and_upstream, tmp_path):
+    corpus, upstream = corpus_and_upstream
+    out = str(tmp_path / "effect")
+    # a relative --out (fairseq-hydra-train runs in its own folder: the script must hand it absolute paths)
+    arguments = ["--upstream", upstream, "--data", corpus, "--out", "effect", "--variants", "idm_only", "upstream",
+                 "--seeds", "1", "--max-update", "3", "--probe-train-utterances", "12",
+                 "--override", "checkpoint.save_interval_updates=3"]
+    first = run_script(*arguments, cwd=str(tmp_path))
+    assert "training (3 updates)" in first
+    with open(os.path.join(out, "results.json")) as handle:
+        records = {r["variant"]: r for r in json.load(handle)["records"]}
+    assert set(records) == {"idm_only", "upstream"}
+    for record in records.values():
+        assert 0.0 < record["phone_acc_top"] <= 1.0 and record["retrieval_map_top"] > 0
+        assert record["top_layer"] == "block4" and record["mean_cosine_top"] is not None
+    # the LASER run changed the top layer, the upstream row is the unchanged model
+    assert records["idm_only"]["mean_cosine_top"] != records["upstream"]["mean_cosine_top"]
+    for name in ("results.md", "results.csv", "results.png", "commands.sh"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    with open(os.path.join(out, "commands.sh")) as handle:
+        commands = handle.read()
+    assert commands.count("fairseq-hydra-train") == 1 and "criterion.sdtw_weight=0.0" in commands
+
+    second = run_script(*arguments, cwd=str(tmp_path))
+    assert "finished earlier" in second and "training (" not in second
+    with open(os.path.join(out, "commands.sh")) as handle:
+        assert handle.read() == commands

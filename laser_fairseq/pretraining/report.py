@@ -305,7 +305,8 @@ def final_layers(summary: dict) -> Optional[List[dict]]:
 def compare_markdown(summaries: Sequence[dict], command: str = "") -> str:
     lines = ["# Pretraining schedules compared", ""]
     if command:
-        lines += ["Produced by:", "", "```", command, "```", ""]
+        # the marker lets the project's doc test check the command (tests/doc_blocks.py)
+        lines += ["Produced by:", "", "<!-- run: syntax -->", "```bash", command, "```", ""]
     updates = {summary["completed_updates"] for summary in summaries}
     if len(updates) > 1:
         lines += [f"**Warning: the runs did not do the same number of updates ({sorted(updates)}).**", ""]

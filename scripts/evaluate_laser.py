@@ -13,7 +13,8 @@ then measures every model on held-out sentences (--eval-split, default test): ph
 and PER) of the top layer and of the layer that is best on --select-split (default valid), cross-voice
 retrieval MAP, voice probe, perturbation invariance, and collapse indicators (mean pairwise cosine and
 effective rank of the top layer's frames). Writes results.md, results.csv (per-seed numbers), results.png,
-summary.json and commands.sh (the exact training commands) to --out. Resumable: finished runs and
+results.json and commands.sh (the exact training commands) to --out (results_<split>.* when --eval-split is
+not test, e.g. a held-out-voice split made by scripts/make_voice_split.py). Resumable: finished runs and
 measurements are reused, a killed run resumes from its checkpoint_last.pt.
 
 Choosing the learning rate and the number of updates (never on the test split): --grid-lr / --grid-max-update
@@ -149,8 +150,13 @@ def run_table(args, variants, eval_settings):
         selection = measure_run(run, args.out, args.select_split, eval_settings)
         reported = measure_run(run, args.out, args.eval_split, eval_settings)
         records.append(record(run, reported, selection))
-    write_results(args, records, "results", reported_split=args.eval_split)
+    write_results(args, records, results_stem(args.eval_split), reported_split=args.eval_split)
     return records
+
+
+def results_stem(eval_split: str) -> str:
+    """results.* for the test split; results_<split>.* for another one, so both tables can live in one --out."""
+    return "results" if eval_split == "test" else f"results_{eval_split}"
 
 
 def run_sweep(args, variants, eval_settings):
@@ -185,7 +191,7 @@ def write_results(args, records, stem: str, reported_split: str, chosen=None):
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv]) if sys.argv else ""
     lines = [f"# {'Sweep (selection split only)' if stem == 'sweep' else 'LASER vs its ablations'}", "",
              f"- upstream: `{args.upstream}`; data: `{args.data}`; measured on `{reported_split}`"
-             + (f"; best layer chosen on `{args.select_split}`" if stem == "results" else ""),
+             + (f"; best layer chosen on `{args.select_split}`" if stem != "sweep" else ""),
              f"- command: `{command}`",
              "- mean ± sample std over seeds (trained variants); the upstream is measured once", ""]
     chances = {key: value for key, value in records[0].items() if key.endswith("_chance") and value is not None}

@@ -140,3 +140,8 @@ def test_end_to_end_trains_measures_tabulates_and_resumes(corpus_and_upstream, t
     assert "finished earlier" in second and "training (" not in second
     with open(os.path.join(out, "commands.sh")) as handle:
         assert handle.read() == commands
+
+
+def test_a_table_on_another_split_does_not_replace_the_test_table():
+    assert evaluate_laser.results_stem("test") == "results"
+    assert evaluate_laser.results_stem("test_unseen_voices") == "results_test_unseen_voices"

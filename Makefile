@@ -4,7 +4,7 @@
 #   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
 #   make test      install, then the test suite
 #   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
-#   make mutate    install, then mutation testing of the core modules; writes docs/mutation_report.md
+#   make mutate    install, then mutation testing of the LASER composition modules (~21 min); writes docs/mutation_report.md
 #   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 

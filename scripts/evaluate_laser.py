@@ -181,8 +181,8 @@ def run_sweep(args, variants, eval_settings):
 
 def training_settings(args, lr: float, max_update: int) -> TrainingSettings:
     return TrainingSettings(
-        upstream=os.path.abspath(args.upstream), data=os.path.abspath(args.data), lr=lr, max_update=max_update,
-        config_dir=os.path.abspath(args.config_dir), config_name=args.config_name, overrides=tuple(args.override),
+        upstream=args.upstream, data=args.data, lr=lr, max_update=max_update,
+        config_dir=args.config_dir, config_name=args.config_name, overrides=tuple(args.override),
     )
 
 
@@ -215,7 +215,8 @@ def write_results(args, records, stem: str, reported_split: str, chosen=None):
 def main(argv=None):
     args = parse_args(argv)
     # fairseq-hydra-train runs in its hydra.run.dir: every path handed to it must be absolute
-    args.upstream, args.data, args.out = (os.path.abspath(path) for path in (args.upstream, args.data, args.out))
+    args.upstream, args.data, args.out, args.config_dir = (
+        os.path.abspath(path) for path in (args.upstream, args.data, args.out, args.config_dir))
     try:
         variants = parse_variants(args.variants)
     except ValueError as error:

@@ -113,7 +113,7 @@ def write_split(source: str, split: str, dest: str, name: str, selected: List[in
 
 def make_voice_split(source: str, split: str, voices: List[str], dest: str, name: str, force: bool = False) -> int:
     """Write DEST/<name>.* from SOURCE/<split> lines of ``voices``; returns the number of utterances."""
-    if name in ("train",):
+    if name == "train":
         raise VoiceSplitError("--name train would replace the training split; choose another name")
     target = os.path.join(dest, f"{name}.tsv")
     if os.path.exists(target) and not force:

@@ -8,7 +8,6 @@ a JSON-able dict, cached next to the run so a re-run does not measure twice.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ..analysis.layerwise import analyze_upstream
 from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
 from ..analysis.utterances import load_utterances
 from ..data.audio import read_audio
+from ..export import sha256_of
 from ..models.trained_upstream import open_upstream
 from .runs import write_json_atomic
 
@@ -36,18 +36,10 @@ class EvalSettings:
     device: str = "cpu"
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def evaluate(checkpoint: str, data: str, split: str, settings: EvalSettings, cache: str) -> dict:
     """Measures of ``checkpoint`` on ``data/<split>.tsv``, read from ``cache`` when it holds this exact job."""
     stamp = {
-        "checkpoint_sha256": file_digest(checkpoint),
+        "checkpoint_sha256": sha256_of(checkpoint),
         "manifest": os.path.join(data, f"{split}.tsv"),
         "settings": dataclasses.asdict(settings),
     }

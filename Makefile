@@ -49,13 +49,11 @@ bench: install
 
 # mutmut over the core modules with the fast tests ([tool.mutmut] in pyproject.toml, docs/contributing.md).
 # A fresh run each time (mutants/ is mutmut's working copy); MUTATE_JOBS mutants are tested at once.
+# MUTATE_SCOPE: composition (default, ~25 min), training, soft_dtw, export, corpus, or core (all of them).
 MUTATE_JOBS ?= 2
+MUTATE_SCOPE ?= composition
 mutate: install
-	rm -rf mutants
-	@start=$$(date +%s); \
-	$(PY) -m mutmut run --max-children $(MUTATE_JOBS) || exit $$?; \
-	$(PY) scripts/mutation_report.py --out docs/mutation_report.md \
-	  --wall-seconds $$(( $$(date +%s) - start )) --load "$$(uptime)"
+	$(PY) scripts/mutate.py --scope $(MUTATE_SCOPE) --jobs $(MUTATE_JOBS)
 
 # The synthetic espeak-ng corpus (made once) and the tiny_progressive schedule on it; re-running continues
 # or skips what is done (examples/hubert_pretraining/README.md).

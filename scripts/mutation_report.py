@@ -218,6 +218,8 @@ def parse_args(argv=None):
     parser.add_argument("--load", default="", help="`uptime` output to print beside the wall time")
     parser.add_argument("--command", default="make mutate", help="the command the report describes")
     parser.add_argument("--note", default="", help="a paragraph printed under the title (e.g. a partial scope)")
+    parser.add_argument("--modules", nargs="+", default=None,
+                        help="report only these source files (default: every file mutmut mutated)")
     return parser.parse_args(argv)
 
 
@@ -226,6 +228,11 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.mutants):
         sys.exit(f"{args.mutants}: no mutmut results here; run `make mutate` (or `mutmut run`) first")
     mutants = read_results(args.mutants)
+    if args.modules is not None:
+        unknown = sorted(set(args.modules) - {module_of(m.path) for m in mutants})
+        if unknown:
+            sys.exit(f"--modules: mutmut made no mutants of {unknown}; check only_mutate in pyproject.toml")
+        mutants = [m for m in mutants if module_of(m.path) in set(args.modules)]
     if not mutants:
         sys.exit(f"{args.mutants}: mutmut wrote no mutants; check [tool.mutmut] in pyproject.toml")
     equivalents = read_equivalents(args.equivalents)

@@ -70,16 +70,40 @@ def test_collapsed_sequence_is_penalised_and_spread_one_is_not():
     assert contrastive_idm(spread, margin=1.1).item() == 0.0
 
 
-def test_half_precision_is_computed_in_float32():
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(half):
     z, lengths = padded_batch([6, 4])
-    value = contrastive_idm(z.half(), lengths)
+    rounded = z.to(half)
+    value = contrastive_idm(rounded, lengths)
     assert value.dtype == torch.float32
-    torch.testing.assert_close(value.double(), contrastive_idm(z, lengths), rtol=2e-3, atol=2e-3)
+    # the same half-precision inputs, computed in float32: computing in half would be ~1e-3 away
+    torch.testing.assert_close(value, contrastive_idm(rounded.float(), lengths), rtol=1e-6, atol=1e-7)
 
 
-def test_bad_lengths_are_named():
-    with pytest.raises(ValueError, match="lengths"):
-        contrastive_idm(torch.zeros(2, 3, 4), torch.tensor([3, 4]))
+def test_every_tensor_it_makes_is_on_the_device_of_z():
+    """With 'meta' as the default device, a tensor made without z's device lands on meta and mixing it with
+    z fails: what a CUDA run would do with a tensor made on the CPU."""
+    z, lengths = padded_batch([6, 4])
+    with torch.device("meta"):
+        with_lengths = contrastive_idm(z, lengths)
+        without_lengths = contrastive_idm(z[:1, :6])
+    assert with_lengths.device.type == without_lengths.device.type == "cpu"
+    torch.testing.assert_close(with_lengths, contrastive_idm(z, lengths), rtol=0, atol=0)
+    torch.testing.assert_close(without_lengths, contrastive_idm(z[:1, :6]), rtol=0, atol=0)
+    # lengths on the host, frames elsewhere (as a fairseq batch's lengths may arrive): moved to z's device
+    elsewhere = contrastive_idm(torch.empty(2, 6, 5, device="meta"), lengths)
+    assert elsewhere.device.type == "meta" and elsewhere.shape == (2,)
+
+
+@pytest.mark.parametrize("lengths", [[3, 4], [0, 3], [3, -1]])
+def test_lengths_outside_one_to_frames_are_refused(lengths):
+    with pytest.raises(ValueError, match=r"lengths must be in \[1, 3\]"):
+        contrastive_idm(torch.zeros(2, 3, 4), torch.tensor(lengths))
+
+
+def test_lengths_of_the_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match=r"lengths must have shape \(2,\)"):
+        contrastive_idm(torch.zeros(2, 3, 4), torch.tensor([3]))
 
 
 def test_defaults_are_the_papers_hubert_settings_and_a_single_frame_costs_nothing():

@@ -138,3 +138,19 @@ def test_alpha_zero_is_soft_dtw_only():
     parts = reference_parts(z_a, lengths_a, z_b, lengths_b, cfg)
     assert loss.item() == pytest.approx(sum(div for div, _, _ in parts), rel=TOLERANCE)
     assert log["idm"] > 0 and math.isfinite(log["idm"])
+
+
+def test_the_configured_soft_dtw_backend_is_the_one_that_runs():
+    """Backends agree to rounding, not bit for bit: the divergence must be bit-identical to its own backend's."""
+    from laser_fairseq.losses.soft_dtw import soft_dtw_divergence
+
+    z_a, lengths_a, z_b, lengths_b = padded_views([7, 4, 5], [3, 6, 5], seed=3)
+    model = FixedOutputs(z_a, lengths_a, z_b, lengths_b)
+    by_backend = {}
+    for backend in ("torch", "numba"):
+        criterion = LaserCriterion(LaserCriterionConfig(alpha=0.0, soft_dtw_backend=backend), task=None)
+        per_pair, _, _ = criterion(model, {"net_input": {}}, reduce=False)
+        own = soft_dtw_divergence(z_a, z_b, lengths_a, lengths_b, gamma=0.1, backend=backend)
+        assert torch.equal(per_pair, own), backend
+        by_backend[backend] = own
+    assert not torch.equal(by_backend["torch"], by_backend["numba"])  # else this test could not tell them apart

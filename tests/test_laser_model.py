@@ -130,3 +130,34 @@ def test_defaults_are_the_papers_and_eval_mode_reaches_every_module(upstream_pat
     frames = (9000 - 400) // 320 + 1  # the CNN's frame count
     assert out["lengths_b"].tolist() == [frames, frames] and out["z_b"].shape[1] == frames
     torch.testing.assert_close(out["z_b"].norm(dim=-1), torch.ones(2, frames))
+
+
+def test_the_start_up_log_counts_trainable_and_frozen_parameters(upstream_paths, caplog):
+    with caplog.at_level("INFO", logger="laser_fairseq.models.laser_model"):
+        model = build(upstream_paths["hubert"])
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    assert 0 < trainable < total
+    assert f"training blocks [2, 3] + head; {trainable:,} trainable / {total - trainable:,} frozen parameters" in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize("name", ["hubert", "wavlm"])
+def test_every_tensor_the_wrapper_makes_is_on_the_device_of_the_input(upstream_paths, name):
+    """With 'meta' as the default device, a tensor made without the input's device lands on meta and the
+    forward fails: what a CUDA run would do with a tensor made on the CPU."""
+    model = build(upstream_paths[name]).eval()
+    source_a, mask_a = waves([9000, 6000], seed=3)
+    source_b, _ = waves([7000, 7000], seed=4)
+    with torch.no_grad():
+        expected = model(source_a, source_b, mask_a, None)
+        unpadded = model(source_b, source_b)
+        with torch.device("meta"):
+            got = model(source_a, source_b, mask_a, None)
+            got_unpadded = model(source_b, source_b)
+    torch.testing.assert_close(got_unpadded["lengths_a"], unpadded["lengths_a"], rtol=0, atol=0)
+    assert got_unpadded["lengths_a"].device.type == "cpu"
+    for key in ("z_a", "lengths_a", "z_b", "lengths_b"):
+        assert got[key].device.type == "cpu"
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)

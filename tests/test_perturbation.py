@@ -52,6 +52,18 @@ def test_pitch_shift_moves_a_tone_by_the_requested_semitones(semitones):
     assert abs(measured - semitones_of(pitch_ratio(semitones))) <= 0.01
 
 
+@pytest.mark.parametrize("semitones", [-14.0, -19.0])
+def test_shifts_more_than_an_octave_down_keep_the_length_and_the_content(semitones):
+    """Below a ratio of 1/2 the resampled stretch comes out short of the original and is padded at the end
+    (and the smallest-terms search must skip the ratio 0)."""
+    source = tone(600.0, seconds=2.5)[:32_005]  # 32005 = 1 (mod 9) and (mod 3): one sample short for 4/9, 1/3
+    shifted = pitch_shift(source, semitones)
+    assert shifted.shape == source.shape
+    assert shifted[-1].item() == 0.0 and shifted[-2].item() != 0.0
+    measured = 12 * math.log2(peak_frequency(shifted) / peak_frequency(source))
+    assert abs(measured - semitones) <= 0.06
+
+
 def test_pitch_ratios_have_small_terms_for_the_papers_shifts():
     assert pitch_ratio(2.0) == pitch_ratio(2.0, 0.05)
     assert (pitch_ratio(2.0).numerator, pitch_ratio(2.0).denominator) == (9, 8)

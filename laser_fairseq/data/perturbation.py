@@ -32,7 +32,7 @@ def pitch_ratio(semitones: float, tolerance: float = 0.05) -> Fraction:
     target = 2.0 ** (semitones / 12.0)
     for max_denominator in range(1, 1000):
         ratio = Fraction(target).limit_denominator(max_denominator)
-        if abs(semitones_of(ratio) - semitones) <= tolerance:
+        if ratio > 0 and abs(semitones_of(ratio) - semitones) <= tolerance:  # below 1/2, small terms give 0
             return ratio
     raise ValueError(f"no pitch ratio within {tolerance} semitones of {semitones}")
 

@@ -6,6 +6,7 @@ before any test imports it (an explicit setting in the environment wins). Only T
 affected, and this project has no other Triton code.
 """
 
+import json
 import os
 
 import pytest
@@ -15,6 +16,16 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint  # noqa: E402  (after TRITON_INTERPRET)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``make mutate``, run a mutant's tests fastest first: mutmut stops at the first failure, and its
+    forkserver runner hands them over in no particular order. Durations are those mutmut recorded."""
+    if not os.environ.get("MUTANT_UNDER_TEST") or not os.path.isfile("mutmut-stats.json"):
+        return
+    with open("mutmut-stats.json", encoding="utf-8") as handle:
+        durations = json.load(handle).get("duration_by_test", {})
+    items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
 
 
 def pytest_configure(config):

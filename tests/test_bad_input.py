@@ -1,6 +1,7 @@
 """Bad inputs give errors that name the file / line / key and say what to do, and leave nothing half-written."""
 
 import fractions
+import locale
 import logging
 import math
 import os
@@ -15,7 +16,7 @@ import soundfile as sf
 import torch
 
 from laser_fairseq.checkpoint_io import CheckpointError, load_checkpoint
-from laser_fairseq.data.audio import AudioError, read_audio
+from laser_fairseq.data.audio import AudioError, load_samples, read_audio
 from laser_fairseq.data.manifest import ManifestError, read_manifest
 from laser_fairseq.data.prepare import check_audio_file
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
@@ -102,6 +103,53 @@ def test_every_bad_line_is_counted_and_the_first_ones_are_shown(tmp_path):
     message = str(caught.value)
     assert message.startswith(f"{path}: 8 bad lines:") and message.endswith("... and 3 more")
     assert f"{path}:2: audio file {tmp_path}/audio/gone0.flac does not exist" in message
+
+
+@pytest.mark.parametrize("bad", [2, 5, 6])
+def test_the_summary_of_bad_lines_shows_five_in_full_then_counts_the_rest(tmp_path, bad):
+    os.makedirs(tmp_path / "audio")
+    path = write_manifest(str(tmp_path), [f"gone{i}.flac\t16000" for i in range(bad)])
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(path)
+    shown = [f"{path}:{i + 2}: audio file {tmp_path}/audio/gone{i}.flac does not exist" for i in range(min(bad, 5))]
+    lines = str(caught.value).split("\n  ")
+    assert lines[0] == f"{path}: {bad} bad lines:"
+    assert [line.split(" (root line")[0] for line in lines[1:6]] == shown
+    assert lines[6:] == (["... and 1 more"] if bad == 6 else [])
+    assert all(line.endswith("fix the path or regenerate the manifest") for line in lines[1:6])
+
+
+def test_a_manifest_is_read_whole_with_its_root_blank_lines_and_utf8_names(tmp_path):
+    os.makedirs(tmp_path / "audio")
+    for name in ("première.flac", "b.flac", "c.flac"):
+        shutil.copy(GOOD_FLAC, tmp_path / "audio" / name)
+    path = tmp_path / "train.tsv"
+    path.write_bytes("audio\npremière.flac\t1\n\nb.flac\t32993\n  \nc.flac\t2\n".encode("utf-8"))
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # an ASCII locale: the manifest is UTF-8 whatever the locale says
+    try:
+        manifest = read_manifest(str(path))
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
+    assert manifest.root == str(tmp_path / "audio") and manifest.path == str(path)
+    assert [(os.path.basename(e.path), e.num_samples, e.line) for e in manifest.entries] == [
+        ("première.flac", 1, 2), ("b.flac", 32993, 4), ("c.flac", 2, 6)
+    ]
+
+
+def test_zero_samples_is_refused_and_one_is_accepted(tmp_path):
+    os.makedirs(tmp_path / "audio")
+    shutil.copy(GOOD_FLAC, tmp_path / "audio")
+    with pytest.raises(ManifestError, match=r":2: num_samples must be positive, got 0"):
+        read_manifest(write_manifest(str(tmp_path), ["s01_v1.flac\t0"]))
+    assert read_manifest(write_manifest(str(tmp_path), ["s01_v1.flac\t1"])).entries[0].num_samples == 1
+
+
+def test_an_unreadable_file_without_a_place_is_named_alone(tmp_path):
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"fLaC but nothing else")
+    with pytest.raises(AudioError, match=rf"^cannot read audio file {broken}: "):
+        load_samples(str(broken))
 
 
 def test_a_root_line_that_is_not_a_directory_is_named(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from fairseq.models.hubert import HubertModel
 
+from laser_fairseq.checkpoint_io import load_checkpoint
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm
 
@@ -161,3 +162,12 @@ def test_every_tensor_the_wrapper_makes_is_on_the_device_of_the_input(upstream_p
     for key in ("z_a", "lengths_a", "z_b", "lengths_b"):
         assert got[key].device.type == "cpu"
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_the_upstream_gives_back_the_original_weights_under_the_original_names(upstream_paths, name):
+    original = load_checkpoint(upstream_paths[name])["model"]
+    weights = build(upstream_paths[name]).upstream.original_state_dict()
+    assert list(weights) == list(original)
+    for key, value in original.items():
+        assert torch.equal(weights[key], value), key

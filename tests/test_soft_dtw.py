@@ -113,6 +113,20 @@ def test_squared_distances():
     assert (squared_distances(a, a) >= 0).all()
 
 
+@pytest.mark.parametrize(
+    "a_shape, b_shape, message",
+    [
+        ((4, 3), (2, 5, 3), r"expects a \(B, N, d\) and b \(B, M, d\), got a \(4, 3\)"),
+        ((2, 4, 3), (5, 3), r"expects a \(B, N, d\) and b \(B, M, d\), got a \(2, 4, 3\) and b \(5, 3\)"),
+        ((2, 4, 3), (3, 5, 3), r"batch and feature sizes must match, got a \(2, 4, 3\) and b \(3, 5, 3\)"),
+        ((2, 4, 3), (2, 5, 2), r"batch and feature sizes must match, got a \(2, 4, 3\) and b \(2, 5, 2\)"),
+    ],
+)
+def test_squared_distances_refuses_shapes_that_do_not_pair(a_shape, b_shape, message):
+    with pytest.raises(ValueError, match=message):
+        squared_distances(torch.zeros(a_shape), torch.zeros(b_shape))
+
+
 # ----------------------------------------------------------------------------------------------
 # Gradients
 # ----------------------------------------------------------------------------------------------

@@ -332,7 +332,7 @@ def test_trained_weights_that_do_not_fit_the_upstream_are_refused_by_key(kind, h
         "missing": ({prefix + frozen: None}, rf"missing \['{frozen}'\], unexpected \[\], shape mismatches \[\]"),
         "unexpected": ({prefix + "extra.weight": torch.ones(1)}, r"missing \[\], unexpected \['extra.weight'\]"),
         "leftover": ({"other.weight": torch.ones(1)}, r"missing \[\], unexpected \['other.weight'\]"),
-        "shape": ({prefix + frozen: torch.ones(3)}, rf"missing \[\], unexpected \[\], shape mismatches \['{frozen}: trained \(3,\) vs upstream \(64, 32\)'\]\); "
+        "shape": ({prefix + frozen: torch.ones(32, 64)}, rf"missing \[\], unexpected \[\], shape mismatches \['{frozen}: trained \(32, 64\) vs upstream \(64, 32\)'\]\); "
                   r"pass the original checkpoint it was trained from with --upstream$"),
     }
     for name, (model, message) in cases.items():
@@ -895,9 +895,15 @@ def test_the_command_line_exports_and_prints_the_summary(cli, wavlm, tmp_path, c
     printed = capsys.readouterr().out
     assert printed.startswith(f"exported {output} (wavlm, unilm format), verified\n")
     assert "blocks replaced : [2, 3]" in printed and f"sha256          : {sha256_of(output)}" in printed
-    cli(["--checkpoint", wavlm.laser_path, "--output", output, "--force", "--format", "unilm",
-         "--upstream", wavlm.original])
-    assert "verified" in capsys.readouterr().out
+
+
+def test_the_command_line_passes_format_upstream_and_force(cli, hubert, tmp_path, capsys):
+    moved = edited_run(hubert, tmp_path / "moved.pt", cfg={"upstream_path": str(tmp_path / "away.pt")})
+    output = tmp_path / "cli.pt"
+    output.write_bytes(b"old")
+    cli(["--checkpoint", moved, "--output", str(output), "--format", "s3prl", "--upstream", hubert.original, "--force"])
+    assert capsys.readouterr().out.startswith(f"exported {output} (hubert, s3prl format), verified\n")
+    assert "model_weight" in load_checkpoint(str(output))
 
 
 def test_the_command_line_exits_with_the_error_naming_the_file(cli, hubert, tmp_path):
@@ -916,3 +922,103 @@ def test_the_command_line_exits_with_the_error_naming_the_file(cli, hubert, tmp_
         cli(["--checkpoint", hubert.laser_path, "--output", str(tmp_path / "a.pt"), "--format", "wav2vec"])
     assert exit.value.code == 2
     assert sorted(os.listdir(tmp_path)) == ["existing.pt"]
+
+
+def test_a_legacy_checkpoint_that_is_not_a_laser_run_is_refused_naming_its_arch(tmp_path):
+    import argparse
+
+    path = str(tmp_path / "wav2vec.pt")
+    torch.save({"args": argparse.Namespace(arch="wav2vec2"), "cfg": None, "model": {}}, path)
+    with pytest.raises(ExportError, match=r"cfg.model._name is 'wav2vec2', expected 'laser'"):
+        read_laser_run(path)
+
+
+def test_at_most_five_keys_of_each_kind_are_named(hubert, tmp_path):
+    source = read_upstream_source(hubert.original)
+    gone = [key for key in source.weights if key.startswith("encoder.layers.0.")][:6]
+    run = read_laser_run(edited_run(hubert, tmp_path / "run.pt", model=dict.fromkeys((PREFIX["hubert"] + k for k in gone), None)))
+    with pytest.raises(ExportError, match=rf"\(missing {re.escape(str(gone[:5]))}, unexpected"):
+        trained_upstream_weights(run, source)
+
+
+def test_an_input_reached_through_a_symlinked_directory_is_never_the_output(tmp_path):
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    with pytest.raises(ExportError, match="this is an input of the export"):
+        check_output_path(str(tmp_path / "link" / "gone.pt"), [str(tmp_path / "real" / "gone.pt")], force=True)
+
+
+def test_the_export_never_writes_over_the_laser_checkpoint(wavlm, tmp_path):
+    before = Path(wavlm.laser_path).read_bytes()
+    with pytest.raises(ExportError, match=rf"^{wavlm.laser_path}: this is an input of the export"):
+        export_checkpoint(wavlm.laser_path, wavlm.laser_path, force=True)
+    assert Path(wavlm.laser_path).read_bytes() == before
+
+
+def test_a_written_file_whose_weights_are_not_a_state_dict_is_refused(wavlm, tmp_path):
+    path = str(tmp_path / "list.pt")
+    torch.save({"cfg": {}, "model": [torch.ones(1)]}, path)
+    with pytest.raises(ExportVerificationError, match=rf"^{path}: no 'model' state dict in the written file$"):
+        verify_export(path, wavlm.laser_path)
+
+
+def test_verification_compares_the_label_symbols_not_only_their_number(hubert, hubert_export, tmp_path):
+    def rename(state):
+        state["task_state"]["dictionaries"][0].symbols[-1] = "renamed"
+
+    bad = written_with(hubert_export, tmp_path / "renamed.pt", rename)
+    with pytest.raises(ExportVerificationError, match=r"task_state \(label dictionaries\) differs"):
+        verify_export(bad, hubert.laser_path)
+
+
+def test_a_fairseq_export_of_a_legacy_args_source_has_args_none(hubert):
+    from checkpoint_shapes import with_legacy_args
+
+    source = UpstreamSource("/s.pt", "hubert", "fairseq", with_legacy_args(load_checkpoint(hubert.original)))
+    written = fairseq_hubert_checkpoint(source, {})
+    assert written["args"] is None and source.state["args"] is not None
+    assert written["cfg"]["model"]["encoder_layers"] == LAYERS
+
+
+def test_the_written_cfg_shares_nothing_with_the_source_state(hubert):
+    state = load_checkpoint(hubert.original)
+    cfg = genuine_hubert_cfg(state)
+    cfg["common"]["seed"] = 12345
+    cfg["optimization"]["lr"].append(1.0)
+    assert state["cfg"]["common"]["seed"] != 12345 and 1.0 not in state["cfg"]["optimization"]["lr"]
+
+
+def test_only_keys_under_head_dot_are_the_dropped_head(hubert, tmp_path):
+    run = read_laser_run(edited_run(hubert, tmp_path / "run.pt", model={"heads.weight": torch.ones(1)}))
+    with pytest.raises(ExportError, match=r"unexpected \['heads.weight'\]"):
+        trained_upstream_weights(run, read_upstream_source(hubert.original))
+
+
+def test_a_cfg_section_left_as_a_namespace_keeps_its_hubert_fields(hubert):
+    import argparse
+
+    state = {"args": None, "cfg": {"model": argparse.Namespace(encoder_layers=4, upstream_path="/x.pt"), "task": None}}
+    cfg = genuine_hubert_cfg(state)
+    assert cfg["model"] == {"encoder_layers": 4, "_name": "hubert"}
+    assert cfg["task"] == {"_name": "hubert_pretraining"}
+
+
+def test_a_fairseq_export_keeps_the_sources_extra_state(hubert):
+    state = load_checkpoint(hubert.original)
+    state["extra_state"] = {"metrics": {"loss": 1.5}, "previous_training_time": 12.0}
+    written = fairseq_hubert_checkpoint(UpstreamSource("/s.pt", "hubert", "fairseq", state), {})
+    assert written["extra_state"] == {"metrics": {"loss": 1.5}, "previous_training_time": 12.0}
+
+
+def test_any_existing_output_path_needs_force_not_only_a_regular_file(tmp_path):
+    fifo = tmp_path / "out.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(ExportError, match=rf"^{fifo} exists; pass --force to replace it$"):
+        check_output_path(str(fifo), [], force=False)
+
+
+def test_the_report_names_the_upstream_given_with_upstream(hubert, tmp_path):
+    run_path = edited_run(hubert, tmp_path / "moved.pt", cfg={"upstream_path": str(tmp_path / "away.pt")})
+    report = export_checkpoint(run_path, str(tmp_path / "out.pt"), upstream=hubert.original)
+    assert report.source_path == hubert.original and report.laser_path == run_path
+    assert f"  source upstream : {hubert.original} (4 blocks)" in report.summary().splitlines()

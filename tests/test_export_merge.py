@@ -480,10 +480,11 @@ def test_the_hubert_cfg_keeps_only_real_fields_and_plain_values(hubert):
     state["cfg"]["task"].update(laser_thing=1, labels=("km",))
     state["cfg"]["common"]["seed"] = torch.tensor(1)
     state["cfg"]["dataset"]["odd"] = {1: "not a str key"}
+    state["cfg"]["optimization"]["lr"] = [torch.tensor(0.1)]
     state["cfg"]["laser"] = {"a": 1}
     cfg = genuine_hubert_cfg(state)
-    assert "laser" not in cfg and cfg["common"] is None and cfg["dataset"] is None
-    assert cfg["optimization"] == state["cfg"]["optimization"]
+    assert "laser" not in cfg and cfg["common"] is None and cfg["dataset"] is None and cfg["optimization"] is None
+    assert cfg["checkpoint"] == state["cfg"]["checkpoint"]
     assert cfg["model"]["_name"] == "hubert" and cfg["task"]["_name"] == "hubert_pretraining"
     assert {"upstream_path", "trainable_layers", "dropout"}.isdisjoint(cfg["model"])
     assert cfg["model"]["encoder_layers"] == LAYERS and cfg["model"]["label_rate"] == 50.0
@@ -1022,3 +1023,34 @@ def test_the_report_names_the_upstream_given_with_upstream(hubert, tmp_path):
     report = export_checkpoint(run_path, str(tmp_path / "out.pt"), upstream=hubert.original)
     assert report.source_path == hubert.original and report.laser_path == run_path
     assert f"  source upstream : {hubert.original} (4 blocks)" in report.summary().splitlines()
+
+
+def test_the_frozen_check_names_the_first_three_differing_tensors_in_source_order(hubert):
+    source = read_upstream_source(hubert.original)
+    trained = trained_upstream_weights(read_laser_run(hubert.laser_path), source)
+    keys = [key for key in source.weights if key.startswith("encoder.layers.0.")][:4]
+    changed = dict(trained, **{key: trained[key] + 1.0 for key in keys})
+    with pytest.raises(ExportError, match=rf"^run.pt: 4 frozen tensors \(e.g. {re.escape(str(keys[:3]))}\) differ"):
+        check_frozen_weights_unchanged(changed, source, range(2, 4), "run.pt")
+
+
+def test_a_trained_block_saved_in_higher_precision_is_verified_against_its_rounding(hubert):
+    plan = plan_export(hubert.laser_path)
+    key = "encoder.layers.3.fc1.weight"
+    precise = plan.trained[key].double() + 1e-12  # below float32 resolution
+    trained = dict(plan.trained, **{key: precise})
+    plan = dataclasses.replace(plan, trained=trained, merged=merge_weights(plan.source.weights, trained, plan.trained_blocks))
+    assert plan.merged[key].dtype == torch.float32 and torch.equal(plan.merged[key], precise.float())
+    check_written_weights(dict(plan.merged), list(plan.merged), plan, "out.pt")
+
+
+def test_a_failed_verification_is_an_export_error_the_command_line_reports(cli, wavlm, tmp_path, monkeypatch):
+    import laser_fairseq.export as export
+
+    real_save = torch.save
+    monkeypatch.setattr(export.torch, "save", lambda state, path: real_save(dict(state, model={}), path))
+    output = tmp_path / "out.pt"
+    with pytest.raises(SystemExit) as exit:
+        cli(["--checkpoint", wavlm.laser_path, "--output", str(output)])
+    assert exit.value.code.startswith("error: ") and "its keys differ from the source upstream's" in exit.value.code
+    assert os.listdir(tmp_path) == []

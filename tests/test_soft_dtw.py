@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -12,6 +13,9 @@ from laser_fairseq.losses import soft_dtw, soft_dtw_divergence
 from laser_fairseq.losses.pairwise import squared_distances
 
 from laser_fairseq.losses.soft_dtw import _numba_available, _triton_available
+
+
+soft_dtw_module = importlib.import_module("laser_fairseq.losses.soft_dtw")  # `soft_dtw` is the function
 
 
 def _triton_runs_on_cpu() -> bool:
@@ -317,3 +321,108 @@ def test_numba_thread_count_does_not_change_results():
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults, devices, and the first-use self-check's probe
+# ----------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_gamma_0_1_and_the_auto_backend():
+    x, y, _, _ = padded_batch(11, [5, 4], [3, 6])
+    want = dict(gamma=0.1, backend="auto")
+    assert torch.equal(soft_dtw(x, y), soft_dtw(x, y, gamma=0.1, backend="auto"))
+    assert torch.equal(soft_dtw_divergence(x, y), soft_dtw_divergence(x, y, **want))
+    assert soft_dtw(x, y)[0].item() == pytest.approx(ref_sdtw(x[0].numpy(), y[0].numpy(), 0.1), rel=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"] if _numba_available() else ["torch"])
+def test_every_tensor_made_inside_is_on_the_device_of_the_inputs(backend):
+    """With 'meta' as the default device, a tensor made without the inputs' device lands on meta and the
+    computation fails: what a CUDA run would do with a tensor made on the CPU."""
+    x, y, xl, yl = padded_batch(12, [5, 3], [4, 6])
+
+    def values_and_grads():
+        xg, yg = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        values = soft_dtw_divergence(xg, yg, xl, yl, backend=backend)
+        values.sum().backward()
+        plain = soft_dtw(x, y, backend=backend)  # lengths made inside too
+        return values.detach(), xg.grad, yg.grad, plain
+
+    expected = values_and_grads()
+    with torch.device("meta"):
+        got = values_and_grads()
+    for a, b in zip(got, expected):
+        assert a.device.type == "cpu"
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class _RecordingTorchBackend(soft_dtw_module._CostLevel):
+    """The torch backend, recording what the self-check asks of it."""
+
+    def __init__(self):
+        super().__init__(soft_dtw_module._TorchDP)
+        self.calls = []
+
+    def forward(self, x, y, x_lengths, y_lengths, divergence, gamma):
+        self.calls.append(dict(x=x.detach().clone(), y=y.detach().clone(), x_lengths=x_lengths.tolist(),
+                               y_lengths=y_lengths.tolist(), divergence=divergence, gamma=gamma))
+        return super().forward(x, y, x_lengths, y_lengths, divergence, gamma)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_self_check_probes_the_backend_with_the_documented_problem_in_its_dtype(dtype):
+    backend = _RecordingTorchBackend()
+    value_error, grad_error = soft_dtw_module.self_check_errors(backend, torch.device("cpu"), dtype)
+    assert len(backend.calls) == 1
+    call = backend.calls[0]
+    assert call["x"].dtype == call["y"].dtype == dtype
+    assert call["x"].shape == (2, 16, 8) and call["y"].shape == (2, 14, 8)
+    assert (call["x_lengths"], call["y_lengths"]) == ([16, 9], [12, 14])
+    assert call["divergence"] is True and call["gamma"] == 0.1
+    for frames, lengths in ((call["x"], call["x_lengths"]), (call["y"], call["y_lengths"])):
+        for row, n in enumerate(lengths):
+            norms = frames[row, :n].double().norm(dim=-1)
+            torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-6)  # unit-norm frames
+            assert torch.all(frames[row, n:] == 0)  # padding zeroed
+    if dtype == torch.float64:
+        assert value_error == grad_error == 0.0  # the reference is the same computation
+    else:
+        assert 0.0 < value_error < 1e-6 and 0.0 < grad_error < 1e-5
+
+
+class _WrongOnlyInFloat32(soft_dtw_module._CostLevel):
+    """A backend whose float32 values are 1 % off and whose float64 values are right."""
+
+    def __init__(self):
+        super().__init__(soft_dtw_module._TorchDP)
+
+    def forward(self, x, y, x_lengths, y_lengths, divergence, gamma):
+        values, state = super().forward(x, y, x_lengths, y_lengths, divergence, gamma)
+        return ([v * 1.01 for v in values] if x.dtype == torch.float32 else values), state
+
+
+def test_the_self_check_compares_in_the_dtype_it_was_asked_for():
+    wrong = _WrongOnlyInFloat32()
+    value_error, _ = soft_dtw_module.self_check_errors(wrong, torch.device("cpu"), torch.float32)
+    assert value_error > 5e-3
+    assert soft_dtw_module.self_check_errors(wrong, torch.device("cpu"), torch.float64)[0] < 1e-12
+
+
+def test_the_torch_backends_backward_makes_its_tensors_on_the_inputs_device_too():
+    """The autograd engine runs backward outside the 'meta' default-device mode, so the pair-level contract
+    (``forward`` / ``backward`` of the backend object) is called directly here."""
+    x, y, xl, yl = padded_batch(13, [5, 3], [4, 6])
+    grads = [torch.tensor([1.0, -2.0], dtype=torch.float64)] * 3
+
+    def forward_and_backward():
+        backend = soft_dtw_module._CostLevel(soft_dtw_module._TorchDP)
+        values, state = backend.forward(x, y, xl, yl, True, 0.1)
+        return [*values, *backend.backward(state, grads, x, y)]
+
+    expected = forward_and_backward()
+    with torch.device("meta"):
+        got = forward_and_backward()
+    for a, b in zip(got, expected):
+        assert a.device.type == "cpu"
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -140,13 +140,13 @@ def _softmin(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float) ->
 
 
 def _softmin_weights(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float):
-    """Stable softmin of three same-shaped tensors -> ``(value, w_a, w_b, w_c)``; weights sum to 1."""
+    """Weights ``(w_a, w_b, w_c)`` of a stable softmin of three same-shaped tensors (its gradient); sum 1."""
     r = torch.minimum(torch.minimum(a, b), c)
     ea = torch.exp((r - a) / gamma)
     eb = torch.exp((r - b) / gamma)
     ec = torch.exp((r - c) / gamma)
     s = ea + eb + ec
-    return r - gamma * torch.log(s), ea / s, eb / s, ec / s
+    return ea / s, eb / s, ec / s
 
 
 def _diag_range(k: int, n: int, m: int) -> tuple[int, int]:
@@ -231,7 +231,7 @@ class _TorchDP:
         # softmin weights of every cell w.r.t. its three predecessors, all cells at once
         Rp = F.pad(R, (1, 0, 2, 0), value=BIG)  # Rp[:, k + 2, i + 1] = R[:, k, i]
         shift = F.pad((base[:, :-2] - base[:, 1:-1]).to(R.dtype), (2, 0))[:, :, None]  # level k-2 vs k-1
-        _, wd, wu, wl = _softmin_weights(Rp[:, :-2, :-1] + shift, Rp[:, 1:-1, :-1], Rp[:, 1:-1, 1:], gamma)
+        wd, wu, wl = _softmin_weights(Rp[:, :-2, :-1] + shift, Rp[:, 1:-1, :-1], Rp[:, 1:-1, 1:], gamma)
         i = torch.arange(n + 1, device=device)
         j = torch.arange(K, device=device)[:, None] - i
         valid = ((i >= 1) & (j >= 1) & (i <= r_len[:, None, None]) & (j <= c_len[:, None, None]))

@@ -82,6 +82,7 @@ def padded_batch(seed: int, xl, yl, d: int = 3, dtype=torch.float64, pad_value=0
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
+@pytest.mark.filterwarnings("error:An output with one or more elements was resized")  # buffers made to size
 def test_values_padded_variable_lengths(backend, gamma):
     x, y, xl, yl = padded_batch(0, [6, 1, 4, 9], [5, 7, 1, 3])
     got = soft_dtw(x, y, xl, yl, gamma=gamma, backend=backend)
@@ -426,3 +427,38 @@ def test_the_torch_backends_backward_makes_its_tensors_on_the_inputs_device_too(
     for a, b in zip(got, expected):
         assert a.device.type == "cpu"
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_backend_that_fails_its_self_check_only_in_float32_is_refused_in_float32(monkeypatch):
+    monkeypatch.setattr(soft_dtw_module, "_SELF_CHECKED", set())
+    soft_dtw_module._self_check_once("wrong32", _WrongOnlyInFloat32(), torch.device("cpu"), torch.float64)
+    with pytest.raises(RuntimeError, match=r"'wrong32' failed its first-use self-check on cpu \(torch.float32\)"):
+        soft_dtw_module._self_check_once("wrong32", _WrongOnlyInFloat32(), torch.device("cpu"), torch.float32)
+    assert soft_dtw_module._SELF_CHECKED == {("wrong32", "cpu", torch.float64)}
+
+
+class _Float64CostsDP(soft_dtw_module._TorchDP):
+    """The torch DP with ``cost_dtype`` set, as the Triton DP sets it: records the dtype of its costs."""
+
+    cost_dtype = torch.float64
+    seen = []
+
+    @staticmethod
+    def forward(costs, rows, cols, symmetric, gamma):
+        _Float64CostsDP.seen = [c.dtype for c in costs]
+        return soft_dtw_module._TorchDP.forward(costs, rows, cols, symmetric, gamma)
+
+
+def test_a_dp_with_a_cost_dtype_gets_its_costs_in_it_and_gives_gradients_in_the_input_dtype():
+    x, y, xl, yl = padded_batch(14, [5, 3], [4, 6], dtype=torch.float32)
+    backend = soft_dtw_module._CostLevel(_Float64CostsDP)
+    values, state = backend.forward(x, y, xl, yl, True, 0.1)
+    assert _Float64CostsDP.seen == [torch.float64] * 3 and all(v.dtype == torch.float64 for v in values)
+    grads = [torch.ones(2, dtype=torch.float64)] * 3
+    grad_x, grad_y = backend.backward(state, grads, x, y)
+    assert grad_x.dtype == grad_y.dtype == torch.float32
+    # the float64 chaining, rounded once: equal to the float64 computation's rounding
+    exact = soft_dtw_module._CostLevel(soft_dtw_module._TorchDP)
+    values64, state64 = exact.forward(x.double(), y.double(), xl, yl, True, 0.1)
+    want_x, want_y = exact.backward(state64, grads, x.double(), y.double())
+    assert torch.equal(grad_x, want_x.float()) and torch.equal(grad_y, want_y.float())

@@ -166,7 +166,10 @@ def test_self_check_failure_names_backend_error_and_way_out(monkeypatch, broken,
         dispatch._self_check_once("triton", broken(), device(), torch.float32)
     message = str(failure.value)
     assert "soft-DTW backend 'triton' failed its first-use self-check" in message
-    assert "criterion.soft_dtw_backend=torch" in message
+    assert message.endswith(
+        "Use the pure-PyTorch backend instead: criterion.soft_dtw_backend=torch in a fairseq run "
+        "(backend='torch' in Python), and please report this with your GPU, driver and triton versions."
+    )
     assert not dispatch._SELF_CHECKED
 
 
@@ -191,6 +194,12 @@ def test_auto_never_picks_triton_for_cpu_tensors():
     got = soft_dtw_divergence(x, y, xl, yl, backend="auto")
     want = soft_dtw_divergence(x, y, xl, yl, backend=auto_backend("cpu"))
     assert auto_backend("cpu") != "triton" and torch.equal(got, want)
+
+
+def test_cpu_tensors_are_refused_when_the_kernels_are_compiled_not_interpreted(monkeypatch):
+    monkeypatch.setattr(kernels(), "interpreted", lambda: False)
+    with pytest.raises(ValueError, match=r"backend='triton' needs CUDA tensors, got device cpu"):
+        soft_dtw(torch.randn(1, 3, 2), torch.randn(1, 4, 2), backend="triton")
 
 
 def test_removed_cuda_backend_names_its_replacement():

@@ -31,7 +31,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -420,7 +420,7 @@ def exported_weights(state: dict, fmt: str, path: str) -> Dict[str, Tensor]:
 def verify_weights(path: str, plan: "ExportPlan"):
     """Re-read the file ``path`` and check it tensor by tensor (see ``check_written_weights``); a fairseq file
     must also carry what fairseq's loader needs."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, plan.extra_safe_globals)
     written = exported_weights(state, plan.fmt, path)
     check_written_weights(written, list(plan.source.weights), plan, path)
     if plan.fmt == FAIRSEQ:
@@ -533,6 +533,7 @@ class ExportPlan:
     trained_blocks: range
     trained: Dict[str, Tensor]
     merged: Dict[str, Tensor]
+    extra_safe_globals: Tuple[str, ...] = ()  # also needed to read back the written file (it keeps the source's)
 
 
 def plan_export(
@@ -550,7 +551,7 @@ def plan_export(
     trained = trained_upstream_weights(run, source)
     check_frozen_weights_unchanged(trained, source, trained_blocks, run.path, run.weight_precision)
     merged = merge_weights(source.weights, trained, trained_blocks)
-    return ExportPlan(run, source, fmt, num_layers, trained_blocks, trained, merged)
+    return ExportPlan(run, source, fmt, num_layers, trained_blocks, trained, merged, tuple(extra_safe_globals))
 
 
 def write_verified(state: dict, output: str, plan: ExportPlan):

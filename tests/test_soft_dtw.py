@@ -293,6 +293,10 @@ def test_half_precision_computed_in_float32(backend, dtype):
         (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), y_lengths=torch.tensor([2])), "y_lengths"),
         (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), x_lengths=torch.tensor([2.0, 3.0])),
          "x_lengths"),
+        (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), x_lengths=torch.tensor([True, True])), "x_lengths"),
+        (dict(x=torch.randn(1, 4, 3), y=torch.randn(1, 4, 3), y_lengths=torch.tensor([5])), "y_lengths"),
+        (dict(x=torch.randn(1, 0, 3), y=torch.randn(1, 4, 3)), "x must have at least one frame"),
+        (dict(x=torch.randn(1, 4, 3), y=torch.randn(1, 0, 3)), "y must have at least one frame"),
         (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), gamma=0.0), "gamma"),
         (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), backend="fast"), "backend"),
         (dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), backend="cuda"), "replaced by 'triton'"),
@@ -462,3 +466,39 @@ def test_a_dp_with_a_cost_dtype_gets_its_costs_in_it_and_gives_gradients_in_the_
     values64, state64 = exact.forward(x.double(), y.double(), xl, yl, True, 0.1)
     want_x, want_y = exact.backward(state64, grads, x.double(), y.double())
     assert torch.equal(grad_x, want_x.float()) and torch.equal(grad_y, want_y.float())
+
+
+def test_every_input_error_names_its_argument_first():
+    cases = {
+        "x must have shape (B, T, d)": dict(x=torch.randn(4, 3), y=torch.randn(2, 4, 3)),
+        "y must have shape (B, T, d)": dict(x=torch.randn(2, 4, 3), y=torch.randn(4, 3)),
+        "x_lengths must lie in [1, 4]": dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), x_lengths=torch.tensor([4, 5])),
+        "y_lengths must lie in [1, 4]": dict(x=torch.randn(2, 4, 3), y=torch.randn(2, 4, 3), y_lengths=torch.tensor([0, 2])),
+    }
+    for start, kwargs in cases.items():
+        with pytest.raises(ValueError) as error:
+            soft_dtw(**kwargs)
+        assert str(error.value).startswith(start), str(error.value)
+
+
+def test_one_frame_sequences_are_valid():
+    x, y = torch.randn(2, 1, 3, dtype=torch.float64), torch.randn(2, 1, 3, dtype=torch.float64)
+    torch.testing.assert_close(soft_dtw(x, y), ((x - y) ** 2).sum(dim=(1, 2)))
+
+
+def test_an_empty_batch_gives_an_empty_result_and_is_still_checked():
+    for fn in (soft_dtw, soft_dtw_divergence):
+        out = fn(torch.zeros(0, 3, 2, dtype=torch.float64), torch.zeros(0, 4, 2, dtype=torch.float64))
+        assert out.shape == (0,) and out.dtype == torch.float64
+        with pytest.raises(ValueError, match="same feature size"):
+            fn(torch.zeros(0, 3, 2), torch.zeros(0, 4, 5))
+
+
+def test_each_backend_name_resolves_to_its_implementation():
+    cpu = torch.device("cpu")
+    assert soft_dtw_module._resolve_backend("torch", cpu, torch.float32).dp is soft_dtw_module._TorchDP
+    if _numba_available():
+        from laser_fairseq.losses.soft_dtw_cpu import NumbaSoftDTW
+
+        assert soft_dtw_module._resolve_backend("numba", cpu, torch.float32) is NumbaSoftDTW
+        assert soft_dtw_module._resolve_backend("auto", cpu, torch.float32) is NumbaSoftDTW

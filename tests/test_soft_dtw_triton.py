@@ -202,6 +202,13 @@ def test_cpu_tensors_are_refused_when_the_kernels_are_compiled_not_interpreted(m
         soft_dtw(torch.randn(1, 3, 2), torch.randn(1, 4, 2), backend="triton")
 
 
+def test_cuda_tensors_pass_the_device_check_of_a_compiled_triton(monkeypatch):
+    monkeypatch.setattr(kernels(), "interpreted", lambda: False)
+    monkeypatch.setattr(dispatch, "_self_check_once", lambda *args: None)  # no GPU here to run it on
+    impl = dispatch._triton_backend(torch.device("cuda", 0), torch.float32)
+    assert impl.dp is kernels().TritonDP
+
+
 def test_removed_cuda_backend_names_its_replacement():
     with pytest.raises(ValueError, match="replaced by 'triton'"):
         soft_dtw(torch.randn(1, 3, 2), torch.randn(1, 4, 2), backend="cuda")

@@ -1182,3 +1182,25 @@ def test_verify_export_reads_the_upstream_given_when_the_recorded_one_moved(hube
     verify_export(output, moved, upstream=hubert.original)
     with pytest.raises(ExportError, match="gone.pt"):
         verify_export(output, moved)
+
+
+def test_an_hf_export_of_a_source_that_needs_extra_safe_globals_reads_it_with_them(tmp_path):
+    """A fairseq HuBERT (with a CNN narrower than its encoder, which transformers can express) and its run both
+    hold a class outside the allow-list: the HF writer and its verification re-read the source with it."""
+    from fractions import Fraction
+
+    original = str(tmp_path / "original.pt")
+    save_checkpoint(make_tiny_hubert(layers=LAYERS, dim=48, conv_channels=32, seed=4), original)
+    laser = laser_checkpoint_with_new_top_blocks(original, trained=len(TRAINED))
+    laser["cfg"]["model"]["upstream_path"] = original
+    state = load_checkpoint(original)
+    state["note"] = Fraction(2, 3)
+    torch.save(state, original)
+    laser["note"] = Fraction(1, 3)
+    torch.save(laser, str(tmp_path / "laser.pt"))
+    laser = str(tmp_path / "laser.pt")
+    output = str(tmp_path / "hf")
+    allowed = ["fractions.Fraction"]
+    export_checkpoint(laser, output, fmt="hf", upstream=original, extra_safe_globals=allowed)
+    verify_export(output, laser, fmt="hf", upstream=original, extra_safe_globals=allowed)
+    assert sorted(os.listdir(output)) == ["config.json", "model.safetensors", "preprocessor_config.json"]

@@ -4,7 +4,7 @@
 #   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
 #   make test      install, then the test suite
 #   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
-#   make mutate    install, then mutation testing of the LASER composition modules (~21 min); writes docs/mutation_report.md
+#   make mutate    install, then mutation testing of one scope of the core (default: composition, ~7 min); docs/mutation_report*.md
 #   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 
@@ -49,7 +49,7 @@ bench: install
 
 # mutmut over the core modules with the fast tests ([tool.mutmut] in pyproject.toml, docs/contributing.md).
 # A fresh run each time (mutants/ is mutmut's working copy); MUTATE_JOBS mutants are tested at once.
-# MUTATE_SCOPE: composition (default, ~25 min), training, soft_dtw, export, corpus, or core (all of them).
+# MUTATE_SCOPE: composition (default, ~7 min), training, soft_dtw, export, corpus, or core (all of them).
 MUTATE_JOBS ?= 2
 MUTATE_SCOPE ?= composition
 mutate: install

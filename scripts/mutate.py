@@ -68,16 +68,12 @@ def parse_args(argv=None):
     parser.add_argument("--scope", choices=sorted(SCOPES), default="composition",
                         help="modules whose mutants are tested (default: composition)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default: 2)")
-    parser.add_argument("--keep", action="store_true",
-                        help="continue a run in mutants/ instead of starting afresh (mutmut skips mutants "
-                             "with a result)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.keep:
-        shutil.rmtree("mutants", ignore_errors=True)
+    shutil.rmtree("mutants", ignore_errors=True)  # mutmut re-tests every mutant it is given by name anyway
     paths = SCOPES[args.scope]
     command = f"make mutate MUTATE_SCOPE={args.scope}"
     start = time.time()

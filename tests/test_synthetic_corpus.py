@@ -1,5 +1,8 @@
 """scripts/make_synthetic_corpus.py and laser_fairseq.data.synthesis on a small real corpus (12 sentences x 8 voices).
 
+The pieces (binding, resampling, labels, grammar, settings, small builds) are tested on their own, without a
+corpus, in tests/test_synthesis.py, tests/test_sentences.py and tests/test_corpus_build.py.
+
 Everything is synthesised by the real libespeak-ng of the espeakng-loader wheel; references are independent:
 fairseq's CNN front end for frame counts, espeak's phonemiser API for phone sequences, analytic signals for the
 resampler, the audio's own spectral changes for label boundaries.
@@ -89,91 +92,6 @@ def script_run(tmp_path_factory):
         capture_output=True, text=True, env=env, cwd=REPO,
     )
     return out, done, env["PATH"]
-
-
-# --------------------------------------------------------------------------------- the library binding
-
-
-def test_every_table_voice_is_selected_as_asked():
-    with synthesis.fresh_espeak() as espeak:
-        assert espeak.version() == "1.52.0"
-        for voice in synthesis.VOICES:
-            espeak.set_voice(voice)  # raises unless espeak selected exactly this file + variant
-
-
-def test_an_unknown_voice_is_an_error_not_a_silent_fallback():
-    wrong = synthesis.Voice("vx", "en-gb+f2", 50, 50, 175, "the British voice file is called 'en'")
-    with pytest.raises(synthesis.EspeakError, match=r"vx: espeak-ng has no voice 'en-gb\+f2' \(EE_NOT_FOUND\)"):
-        synthesis.synthesise_raw("Hello there.", wrong, 1)
-
-
-def test_voice_settings_are_checked_and_a_voice_without_variant_works():
-    with pytest.raises(ValueError, match=r"voice vx: rate must be in \[80, 450\], got 500"):
-        synthesis.Voice("vx", "en-us", 50, 50, 500, "too fast")
-    plain = synthesis.synthesise_raw("Hello there.", synthesis.Voice("vy", "en-us", 50, 50, 175, "no variant"), 1)
-    assert plain.samples.size > 10_000
-
-
-def test_an_utterance_does_not_depend_on_what_was_synthesised_before():
-    text, voice = "Sixteen sisters sold the shiny sausages.", synthesis.VOICES[1]
-    first = synthesis.synthesise_raw(text, voice, 5)
-    synthesis.synthesise_raw("Completely different words, in another voice.", synthesis.VOICES[3], 9)
-    again = synthesis.synthesise_raw(text, voice, 5)
-    assert np.array_equal(first.samples, again.samples) and first.events == again.events
-    # the seed reaches espeak's noise generator (this breathy variant uses it)
-    assert not np.array_equal(first.samples, synthesis.synthesise_raw(text, voice, 6).samples)
-
-
-def test_event_sample_and_millisecond_fields_agree():
-    raw = synthesis.synthesise_raw("The brave otter swam past the bridge.", synthesis.VOICES[0], 1)
-    for event in raw.events:
-        # audio_position is the same instant truncated to whole milliseconds
-        assert 0 <= event.sample * 1000 / raw.sample_rate - event.audio_position_ms < 1
-    assert [e.sample for e in raw.events] == sorted(e.sample for e in raw.events)
-    assert raw.events[-1].sample == raw.samples.size  # the closing pause event sits at the end of the output
-    assert raw.events[-1].name == synthesis.SILENCE
-
-
-def test_resampling_keeps_time_exactly():
-    """Output sample n is the input signal at n / 16000 s: an analytic band-limited signal matches."""
-    seconds = np.arange(22_050) / 22_050
-    frequencies, phases = (190.0, 1_130.0, 3_400.0, 5_900.0), (0.3, 1.1, 2.0, 0.7)
-
-    def signal(t):
-        return sum(0.2 * np.sin(2 * np.pi * f * t + p) for f, p in zip(frequencies, phases))
-
-    samples = np.round(signal(seconds) * 32768).astype(np.int16)
-    output = synthesis.resample(samples, 22_050)
-    assert output.size == 16_000
-    expected = signal(np.arange(16_000) / 16_000)
-    middle = slice(200, 15_800)
-    assert np.max(np.abs(output[middle] - expected[middle])) < 5e-3
-    # a misalignment of a tenth of a sample (6 us) would be far outside that tolerance
-    assert np.max(np.abs(output[middle] - signal((np.arange(16_000) + 0.1) / 16_000)[middle])) > 0.03
-
-
-def test_labels_follow_the_frame_centre_rule():
-    starts = (Fraction(0), Fraction(1_000, 3), Fraction(600), Fraction(1_160))
-    phones = ("sil", "a", "b", "sil")
-    # 1,500 samples -> floor((1500 - 400) / 320) + 1 = 4 frames, centres 200, 520, 840, 1160; a phone starting
-    # exactly on a centre covers it
-    assert synthesis.frame_labels(starts, phones, 1_500) == ["sil", "a", "b", "sil"]
-    assert synthesis.num_frames(399) == 0 and synthesis.num_frames(400) == 1 and synthesis.num_frames(719) == 1
-    assert synthesis.num_frames(720) == 2
-
-
-def test_phone_names_are_normalised():
-    assert synthesis.normalise_phone("'aI") == "aI" and synthesis.normalise_phone(",oU") == "oU"
-    assert synthesis.normalise_phone("_:") == "sil" and synthesis.normalise_phone("_") == "sil"
-    assert synthesis.normalise_phone("t#") == "t#"
-
-
-def test_sentences_are_distinct_and_reproducible():
-    sentences = draw_sentences(3_000, 11)
-    assert len({s.words for s in sentences}) == 3_000
-    assert [s.text for s in draw_sentences(50, 11)] == [s.text for s in sentences[:50]]
-    assert [s.text for s in draw_sentences(50, 12)] != [s.text for s in sentences[:50]]
-    assert all(4 <= len(s.words.split()) <= 12 and s.text[-1] in ".?" for s in sentences)
 
 
 # --------------------------------------------------------------------------------------- the corpus
@@ -376,40 +294,7 @@ def test_corpus_json_records_settings_versions_and_counts(corpus):
     assert set(description["phones"]) == {line.split()[0] for line in read_lines(corpus, "dict.phn.txt")}
 
 
-# -------------------------------------------------------------------------------- refusal and atomicity
-
-
-SMALL = CorpusSettings(sentences=3, voices=2, valid_sentences=1, test_sentences=1)
-
-
-def test_an_existing_corpus_is_only_replaced_with_force(tmp_path):
-    out = str(tmp_path / "corpus")
-    build_corpus(out, SMALL, log=quiet)
-    before = {name: open(os.path.join(out, name), "rb").read() for name in all_files(out)}
-    with pytest.raises(CorpusError, match="already exists and is not empty; pass --force"):
-        build_corpus(out, CorpusSettings(sentences=4, voices=2, valid_sentences=1, test_sentences=1), log=quiet)
-    assert {name: open(os.path.join(out, name), "rb").read() for name in all_files(out)} == before
-    build_corpus(out, CorpusSettings(sentences=4, voices=2, valid_sentences=1, test_sentences=1), force=True, log=quiet)
-    assert len(utterances(out, "train")) == 4
-    assert os.listdir(tmp_path) == ["corpus"]  # no temporary or old folder left behind
-
-
-def test_an_interrupted_build_leaves_nothing_behind(tmp_path):
-    out = str(tmp_path / "corpus")
-    build_corpus(out, SMALL, log=quiet)
-    before = all_files(out)
-    lines = []
-
-    def interrupt_on_first_progress_line(message):
-        lines.append(message)
-        if message.startswith("synthesised"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        build_corpus(out, CorpusSettings(sentences=5, voices=3, valid_sentences=1, test_sentences=1), force=True,
-                     progress_seconds=0.0, log=interrupt_on_first_progress_line)
-    assert lines[-1].startswith("synthesised 1/15")
-    assert all_files(out) == before and os.listdir(tmp_path) == ["corpus"]
+# ------------------------------------------------------------------------------------- bad arguments
 
 
 @pytest.mark.parametrize(
@@ -428,11 +313,3 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys, arguments, message):
     assert load_script().main(["--out", out] + arguments) == 1
     assert message in capsys.readouterr().err
     assert not os.path.exists(out) and os.listdir(tmp_path) == []
-
-
-def test_voices_per_sentence_rotates_through_the_voices(tmp_path):
-    out = str(tmp_path / "corpus")
-    build_corpus(out, CorpusSettings(sentences=6, voices=3, voices_per_sentence=1, valid_sentences=1,
-                                     test_sentences=1), log=quiet)
-    voices = [voice for split in SPLITS for voice in read_lines(out, f"{split}.voice")]
-    assert voices == ["v01", "v02", "v03", "v01", "v02", "v03"]

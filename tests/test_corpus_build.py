@@ -7,12 +7,16 @@ properties of a full corpus against independent references are in tests/test_syn
 
 import json
 import os
+import shutil
+import tempfile
+import time
 import zlib
 from collections import Counter
 
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 
 from laser_fairseq.data import synthesis
 from laser_fairseq.data import synthetic_corpus as sc
@@ -117,7 +121,7 @@ def record(split, sentence, voice, words, num_samples, phones, labels):
 RECORDS = [
     record("train", "s0001", "v01", "IVY RAN", 1_040, "aI v i r a n", "sil aI r sil"),
     record("train", "s0001", "v02", "IVY RAN", 720, "aI v i r a n", "sil aI"),
-    record("valid", "s0002", "v01", "LEO SAT", 400, "l i oU s a t", "sil"),
+    record("valid", "s0002", "v01", "LEO SAT", 401, "l i oU s a t", "sil"),
     record("test", "s0003", "v02", "AMOS NAPPED", 16_400, "eI m @ s n a p t", " ".join(["sil"] + ["a"] * 50)),
 ]
 
@@ -154,7 +158,7 @@ def test_corpus_texts_count_every_split_symbol_and_second():
     texts = sc.corpus_texts(settings, splits, RECORDS)
     expected_names = {f"{split}.{suffix}" for split in SPLITS for suffix in ("tsv",) + sc.SIDE_FILES}
     assert set(texts) == expected_names | {"dict.ltr.txt", "dict.phn.txt", "voices.tsv", "sentences.tsv", "corpus.json"}
-    assert texts["valid.tsv"] == "audio\ns0002_v01.flac\t400\n"
+    assert texts["valid.tsv"] == "audio\ns0002_v01.flac\t401\n"
     assert texts["dict.phn.txt"] == "a 50\nsil 5\naI 2\nr 1\n"
     ltr = Counter(symbol for r in RECORDS for symbol in letters(r.words).split())
     assert texts["dict.ltr.txt"].splitlines()[0] == f"| {ltr['|']}" and len(texts["dict.ltr.txt"].splitlines()) == len(ltr)
@@ -163,21 +167,28 @@ def test_corpus_texts_count_every_split_symbol_and_second():
     assert texts["corpus.json"] == json.dumps(description, indent=2, sort_keys=True) + "\n"
     assert description["counts"] == {
         "train": {"utterances": 2, "sentences": 1, "voices": 2, "seconds": 0.11, "frames": 3 + 2},
-        "valid": {"utterances": 1, "sentences": 1, "voices": 1, "seconds": 0.025, "frames": 1},
+        "valid": {"utterances": 1, "sentences": 1, "voices": 1, "seconds": 0.025, "frames": 1},  # 0.0250625 s
         "test": {"utterances": 1, "sentences": 1, "voices": 1, "seconds": 1.025, "frames": 51},
     }
     assert description["phones"] == ["a", "aI", "r", "sil"] and description["grammar_version"] == 1
     assert description["settings"]["voices_per_sentence"] == 2 and description["settings"]["seed"] == 2
-    assert description["versions"]["libespeak-ng"] == "1.52.0" and description["versions"]["espeakng-loader"] == "0.2.4"
     assert description["audio"] == {"sample_rate": 16_000, "format": "FLAC", "subtype": "PCM_16",
                                     "synthesiser_sample_rate": 22_050}
-    assert description["frames"]["label_rate"] == 50 and description["frames"]["silence"] == "sil"
-    assert (description["frames"]["window"], description["frames"]["hop"]) == (400, 320)
+    assert description["frames"] == {"window": 400, "hop": 320, "label_rate": 50,
+                                     "count": "floor((samples - 400) / 320) + 1",
+                                     "label": "phone covering sample 320 * t + 200", "silence": "sil"}
+    assert '"label_rate": 50,' in texts["corpus.json"]  # an integer rate, as fairseq's label_rate
+    assert description["generator"] == "scripts/make_synthetic_corpus.py (laser_fairseq.data.synthetic_corpus)"
+    assert description["versions"] == {"espeakng-loader": "0.2.4", "libespeak-ng": "1.52.0",
+                                       "torchaudio": torchaudio.__version__, "libsndfile": sf.__libsndfile_version__}
+    assert set(description) == {"generator", "settings", "grammar_version", "versions", "audio", "frames", "counts",
+                                "phones"}
 
 
 def test_progress_and_speed_lines():
     assert sc.progress_line(3, 12, 5.0) == "synthesised 3/12 utterances (25%), 36 utterances/minute"
     assert sc.progress_line(1, 3, 0.0) == "synthesised 1/3 utterances (33%), 0 utterances/minute"
+    assert sc.progress_line(3, 12, 0.5) == "synthesised 3/12 utterances (25%), 360 utterances/minute"
     assert sc.BuildResult("x", 10, 30.0).utterances_per_minute == 20.0
     assert sc.BuildResult("x", 10, 0.0).utterances_per_minute == float("inf")
 
@@ -249,13 +260,36 @@ def test_one_worker_keeps_the_callers_thread_count_and_two_give_the_same_records
     assert list(sc._map_jobs(make, jobs, 2)) == alone
 
 
+class ThreadReport:
+    """Picklable job runner that reports the worker's process id and torch thread count."""
+
+    def __call__(self, job):
+        return os.getpid(), torch.get_num_threads()
+
+
+def test_workers_are_that_many_single_threaded_processes(monkeypatch):
+    jobs = sc.plan_jobs(CorpusSettings(sentences=12, voices=2, valid_sentences=1, test_sentences=1).resolved())
+    started = []
+    real = sc.clean_worker_context
+    monkeypatch.setattr(sc, "clean_worker_context", lambda module: started.append(module) or real(module))
+    assert {threads for _, threads in sc._map_jobs(ThreadReport(), jobs, 1)} == {1} and started == []
+    reports = list(sc._map_jobs(ThreadReport(), jobs, 3))
+    assert started == ["laser_fairseq.data.synthetic_corpus"]
+    assert len({pid for pid, _ in reports}) == 3 and os.getpid() not in {pid for pid, _ in reports}
+    assert {threads for _, threads in reports} == {1}
+
+
 def test_a_small_build_writes_every_file_and_logs_progress(tmp_path):
     out = str(tmp_path / "deeper" / "corpus")  # the parent folder is made too
-    lines = []
+    lines, start = [], time.monotonic()
     result = build_corpus(out, SMALL, progress_seconds=0.0, log=lines.append)
-    assert result.out == out and result.utterances == 6 and result.seconds > 0
-    assert lines[0].startswith("synthesising 6 utterances (3 sentences, 2 voices) with 1 worker(s)")
+    assert result.out == out and result.utterances == 6 and 0 < result.seconds <= time.monotonic() - start
+    assert lines[0].startswith("synthesising 6 utterances (3 sentences, 2 voices) with 1 worker(s) into ")
+    temporary = lines[0].split(" into ")[1]  # built in a hidden sibling folder, renamed into place at the end
+    assert os.path.dirname(temporary) == str(tmp_path / "deeper")
+    assert os.path.basename(temporary).startswith(".corpus.tmp-")
     assert [line.split(" utterances")[0] for line in lines[1:]] == [f"synthesised {i}/6" for i in range(1, 7)]
+    assert all(int(line.split(", ")[1].split()[0]) >= 6 for line in lines[1:])  # utterances/minute from the start
     audio = [f"audio/s000{s}_v0{v}.flac" for s in (1, 2, 3) for v in (1, 2)]
     tables = ["corpus.json", "dict.ltr.txt", "dict.phn.txt", "sentences.tsv", "voices.tsv"]
     side = [f"{split}.{suffix}" for split in SPLITS for suffix in ("tsv",) + sc.SIDE_FILES]
@@ -263,8 +297,23 @@ def test_a_small_build_writes_every_file_and_logs_progress(tmp_path):
     assert read_lines(out, "valid.tsv")[0] == "audio" and read_lines(out, "valid.voice") == ["v01", "v02"]
     assert os.listdir(tmp_path / "deeper") == ["corpus"]
     quiet_lines = []
-    build_corpus(str(tmp_path / "other"), SMALL, progress_seconds=3_600.0, log=quiet_lines.append)
+    build_corpus(str(tmp_path / "other"), SMALL, progress_seconds=1e9, log=quiet_lines.append)
     assert len(quiet_lines) == 1 and contents(str(tmp_path / "other")) == contents(out)
+
+
+def test_replacing_works_when_the_temporary_folder_is_on_another_filesystem(tmp_path, monkeypatch):
+    """Every rename stays next to ``out``: none may go through $TMPDIR (often a tmpfs)."""
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's temporary folder")
+    elsewhere = tempfile.mkdtemp(dir="/dev/shm")
+    monkeypatch.setattr(tempfile, "tempdir", elsewhere)
+    try:
+        out = str(tmp_path / "corpus")
+        build_corpus(out, SMALL, log=quiet)
+        build_corpus(out, SMALL, force=True, log=quiet)
+        assert os.listdir(tmp_path) == ["corpus"] and os.listdir(elsewhere) == []
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 def test_an_existing_corpus_is_only_replaced_with_force(tmp_path):

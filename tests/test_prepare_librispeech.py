@@ -1,6 +1,10 @@
 """scripts/prepare_librispeech.py on a small fake LibriSpeech tree made of the demo corpus' FLAC files."""
 
 import importlib.util
+import inspect
+import io
+import locale
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -267,3 +271,201 @@ def test_cli_reports_progress_rejections_and_exit_codes(corpus, tmp_path, capsys
     assert cli.main([root, "--subsets", "no-such-subset", "--dest", str(tmp_path / "x")]) == 1
     assert "no-such-subset: no such folder" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------ the pieces, in process
+
+
+def test_a_file_is_checked_to_its_sample_count(corpus):
+    root, _ = corpus
+    folder = os.path.join(root, SUBSET, "19", "198")
+    stereo = os.path.join(folder, "19-198-0102.flac")
+    number, reason = prep.check_audio_file(stereo, 16_000, 8_000)
+    assert number == sf.info(stereo).frames > 0 and "2 channels" in reason
+    low_rate = os.path.join(folder, "19-198-0101.flac")
+    assert prep.check_audio_file(low_rate, 16_000, 8_000)[0] == sf.info(low_rate).frames > 0
+    short = os.path.join(folder, "19-198-0106.flac")
+    assert prep.check_audio_file(short, 16_000, 8_000) == (
+        3_000, "too short: 3000 samples, fewer than --min-samples 8000")
+    assert prep.check_audio_file(short, 16_000, 3_000) == (3_000, "")
+    number, reason = prep.check_audio_file(os.path.join(folder, "19-198-0100.flac"), 16_000, 8_000)
+    assert number == 0 and reason.startswith("cannot read audio file")
+
+
+def test_only_the_given_subsets_and_extensions_are_collected(tmp_path):
+    for relative in ("train-clean-100/1/2/a.flac", "train-clean-100/1/2/b.FLAC", "train-clean-100/1/2/c.wav",
+                     "dev-clean/3/4/d.flac", "e.flac"):
+        os.makedirs(os.path.dirname(tmp_path / relative), exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    root = str(tmp_path)
+    assert prep.find_audio_files(root, ["train-clean-100"], [".flac"]) == [
+        "train-clean-100/1/2/a.flac", "train-clean-100/1/2/b.FLAC"]
+    assert prep.find_audio_files(root, ["dev-clean", "train-clean-100"], ["wav"]) == ["train-clean-100/1/2/c.wav"]
+    assert prep.find_audio_files(root, [], ["FLAC"]) == [
+        "dev-clean/3/4/d.flac", "e.flac", "train-clean-100/1/2/a.flac", "train-clean-100/1/2/b.FLAC"]
+    with pytest.raises(prep.PrepareError, match="test-other: no such folder"):
+        prep.find_audio_files(root, ["train-clean-100", "test-other"], ["flac"])
+
+
+def test_transcripts_are_found_and_read(tmp_path):
+    assert not prep.has_librispeech_transcripts(str(tmp_path), [])
+    assert prep.has_librispeech_transcripts(str(tmp_path), ["train-clean-100"])  # subsets: LibriSpeech layout
+    chapter = tmp_path / "1" / "2"
+    chapter.mkdir(parents=True)
+    (chapter / "1-2.trans.txt").write_bytes("1-2-0000 CAFÉ  au lait\n\n1-2-0001\n1-2-0002 NAÏVE\n".encode("utf-8"))
+    assert prep.has_librispeech_transcripts(str(tmp_path), [])
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # an ASCII locale: transcripts are UTF-8 whatever the locale says
+    try:
+        assert prep.read_transcripts(str(chapter)) == {"1-2-0000": "CAFÉ AU LAIT", "1-2-0001": "", "1-2-0002": "NAÏVE"}
+        cache = {}
+        assert prep.transcript_problem("1/2/1-2-0000.flac", str(tmp_path), cache) == ("CAFÉ AU LAIT", "")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
+    words, problem = prep.transcript_problem("1/2/1-2-0001.flac", str(tmp_path), cache)
+    assert (words, problem.startswith("empty transcript for 1-2-0001")) == ("", True)
+    words, problem = prep.transcript_problem("1/2/1-2-0009.flac", str(tmp_path), cache)
+    assert (words, problem.startswith("no transcript: no line for 1-2-0009")) == ("", True)
+    (tmp_path / "3").mkdir()
+    words, problem = prep.transcript_problem("3/x.flac", str(tmp_path), cache)
+    assert (words, "holds no *.trans.txt file" in problem) == ("", True)
+
+
+def test_dictionary_ties_are_ordered_by_symbol():
+    assert prep.letter_dictionary(["B A", "A B C"]) == "A 2\nB 2\nC 1\n"
+
+
+def utterance_list(count):
+    return [prep.Utterance(f"u{index:03d}.flac", 16_000, None) for index in range(count)]
+
+
+def test_the_valid_split_is_a_seeded_fraction_with_at_least_one_file():
+    def sizes(count, percent, seed=1):
+        train, valid = prep.split_train_valid(utterance_list(count), percent, seed)
+        assert sorted(u.relative_path for u in train + valid) == [u.relative_path for u in utterance_list(count)]
+        assert train == sorted(train, key=lambda u: u.relative_path)
+        return len(train), len(valid)
+
+    assert sizes(100, 0.05) == (95, 5) and sizes(10, 0.01) == (9, 1) and sizes(2, 0.01) == (1, 1)
+    assert sizes(1, 0.01) == (1, 0) and sizes(10, 0.0) == (10, 0) and sizes(10, 0.999) == (0, 10)
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(prep.PrepareError, match="--valid-percent must be a fraction in"):
+            prep.split_train_valid(utterance_list(10), bad, 1)
+    valid_by_seed = {seed: prep.split_train_valid(utterance_list(50), 0.1, seed)[1] for seed in (1, 2)}
+    assert valid_by_seed[1] != valid_by_seed[2]
+
+
+def test_any_output_already_in_dest_is_refused_and_stale_ones_go(tmp_path):
+    for name in prep.all_output_names():
+        dest = tmp_path / name.replace(".", "_")
+        dest.mkdir()
+        (dest / name).write_text("x")
+        with pytest.raises(prep.PrepareError, match=f"already holds {name}; pass --force"):
+            prep.refuse_to_overwrite(str(dest), force=False)
+    assert sorted(prep.all_output_names()) == sorted([
+        "train.tsv", "valid.tsv", "rejected.tsv", "dict.ltr.txt", "train.wrd", "train.ltr", "valid.wrd", "valid.ltr"])
+    dest = tmp_path / "out"
+    written = prep.write_atomically(str(dest), {name: f"{name}\n" for name in prep.all_output_names()})
+    assert sorted(written) == sorted(str(dest / name) for name in prep.all_output_names())
+    assert prep.write_atomically(str(dest), {"train.tsv": "é\n"}) == [str(dest / "train.tsv")]
+    assert os.listdir(dest) == ["train.tsv"] and (dest / "train.tsv").read_bytes() == "é\n".encode("utf-8")
+
+
+def test_outputs_are_written_next_to_each_other_not_in_the_working_folder(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # a working folder that no longer exists: nothing may be written there
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # an ASCII locale: outputs are UTF-8 whatever the locale says
+    try:
+        prep.write_atomically(str(tmp_path / "out"), {"train.wrd": "CAFÉ\n"})
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
+    assert (tmp_path / "out" / "train.wrd").read_bytes() == "CAFÉ\n".encode("utf-8")
+
+
+class FlushCounter(io.StringIO):
+    flushes = 0
+
+    def flush(self):
+        self.flushes += 1
+        super().flush()
+
+
+def test_log_lines_go_to_stderr_at_once(monkeypatch):
+    from laser_fairseq.data import synthetic_corpus
+
+    for log in (prep.log_to_stderr, synthetic_corpus.log_to_stderr):
+        stream = FlushCounter()
+        monkeypatch.setattr(sys, "stderr", stream)
+        log("checked 1/2 files")
+        assert stream.getvalue() == "checked 1/2 files\n" and stream.flushes >= 1
+
+
+def test_progress_lines():
+    assert prep.progress_line(5, 21, 2) == "checked 5/21 files (23.8%), 2 rejected"
+    assert prep.progress_line(0, 0, 0) == "checked 0/0 files (100.0%), 0 rejected"
+
+
+def make_wavs(folder, count, samples=8_000):
+    folder.mkdir(parents=True, exist_ok=True)
+    tone = (0.1 * np.sin(np.arange(samples) / 5)).astype(np.float32)
+    for index in range(count):
+        sf.write(str(folder / f"f{index}.wav"), tone, 16_000)
+
+
+def test_check_corpus_logs_every_n_files_and_keeps_absolute_rejections(tmp_path):
+    make_wavs(tmp_path / "wavs", 5)
+    sf.write(str(tmp_path / "wavs" / "f2.wav"), np.zeros(8_000, np.float32), 16_000)
+    log = []
+    relative = prep.find_audio_files(str(tmp_path), [], ["wav"])
+    accepted, rejected = prep.check_corpus(str(tmp_path), relative, False, 16_000, 8_000, 1, 2, log.append)
+    assert [u.words for u in accepted] == [None] * 4 and [u.num_samples for u in accepted] == [8_000] * 4
+    assert [r.path for r in rejected] == [str(tmp_path / "wavs" / "f2.wav")]
+    assert [line for line in log if line.startswith("checked")] == [
+        "checked 2/5 files (40.0%), 0 rejected", "checked 4/5 files (80.0%), 1 rejected",
+        "checked 5/5 files (100.0%), 1 rejected"]
+
+
+def test_workers_run_in_a_pool_of_that_size_and_one_runs_in_process(tmp_path, monkeypatch):
+    make_wavs(tmp_path / "wavs", 20)
+    paths = [str(tmp_path / "wavs" / f"f{index}.wav") for index in range(20)]
+    check = prep._Check(sample_rate=16_000, min_samples=8_000)
+    sizes, real = [], prep.clean_worker_context
+
+    def recording_context(module):
+        context = real(module)
+
+        class Recording:
+            def Pool(self, processes=None, *args, **kwargs):  # noqa: N802 - multiprocessing's name
+                sizes.append(processes)
+                return context.Pool(processes, *args, **kwargs)
+
+        return Recording()
+
+    monkeypatch.setattr(prep, "clean_worker_context", recording_context)
+    assert list(prep._map_files(check, paths, 1)) == [(8_000, "")] * 20 and sizes == []
+    assert list(prep._map_files(check, paths, 2)) == [(8_000, "")] * 20 and sizes == [2]
+    assert list(prep._map_files(check, paths[:3], 3)) == [(8_000, "")] * 3 and sizes == [2, 3]
+    assert multiprocessing.active_children() == []  # every pool was closed
+
+
+def test_prepare_defaults_are_the_command_line_defaults():
+    cli = load_cli()
+    arguments = cli.parse_args(["root", "--dest", "out"])
+    defaults = {name: p.default for name, p in inspect.signature(prep.prepare).parameters.items()}
+    assert defaults["valid_percent"] == arguments.valid_percent and defaults["seed"] == arguments.seed
+    assert defaults["min_samples"] == arguments.min_samples and list(defaults["extensions"]) == arguments.ext
+    assert defaults["sample_rate"] == arguments.sample_rate and defaults["progress_every"] == arguments.progress_every
+    assert defaults["force"] is False and defaults["workers"] == 1 and list(defaults["subsets"]) == arguments.subsets
+
+
+def test_the_receptive_field_itself_is_accepted_and_subsets_imply_transcripts(tmp_path):
+    make_wavs(tmp_path / "train-clean-100" / "1" / "2", 2, samples=400)
+    with pytest.raises(prep.PrepareError, match="all 2 files were rejected"):  # no *.trans.txt: no transcript
+        prep.prepare(str(tmp_path), str(tmp_path / "out"), subsets=["train-clean-100"], extensions=["wav"],
+                     min_samples=400, log=lambda message: None)
+    result = prep.prepare(str(tmp_path), str(tmp_path / "out"), extensions=["wav"], min_samples=400,
+                          log=lambda message: None)
+    assert [u.num_samples for u in result.train + result.valid] == [400, 400]

@@ -129,6 +129,13 @@ def test_every_word_of_the_lists_is_used():
     assert all(base in words for base, _ in TRANSITIVE_VERBS)
 
 
+def test_probability_boundaries():
+    """A draw equal to the probability takes the less likely branch (``random() < p``)."""
+    assert len(grammar._noun_phrase(FixedDraws(0.6)).split()) == 2  # no adjective
+    assert len(grammar._noun_phrase(FixedDraws(0.59)).split()) == 3
+    assert grammar._subject(FixedDraws(0.3)) not in NAMES and grammar._subject(FixedDraws(0.29)) in NAMES
+
+
 def test_plural_rules():
     expected = {
         "fox": "foxes", "bus": "buses", "church": "churches", "dish": "dishes", "cherry": "cherries",

@@ -6,11 +6,14 @@ analytic signals for the resampler, hand-computed fractions for the boundaries.
 """
 
 import ctypes
+import mmap
 import os
 from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
+import torchaudio
 
 from laser_fairseq.data import synthesis
 from laser_fairseq.data.synthesis import PhoneEvent, RawSpeech, Voice
@@ -71,6 +74,23 @@ def test_an_utterance_does_not_depend_on_what_was_synthesised_before():
     assert not np.array_equal(first.samples, synthesis.synthesise_raw(text, voice, 6).samples)
 
 
+def test_the_noise_seed_also_seeds_the_c_library():
+    """espeak calls the C library's rand() besides its own generator: both are seeded per utterance."""
+    def rand_after(seed):
+        synthesis.synthesise_raw("The brave otter swam past the bridge.", synthesis.VOICES[0], seed)
+        return synthesis._C_LIBRARY.rand()
+
+    assert rand_after(5) == rand_after(5) != rand_after(6)
+    assert rand_after(2**32 + 5) == rand_after(5)  # seeds are taken modulo 2**32
+
+
+def test_a_sentence_pause_closes_every_utterance():
+    raw = synthesis.synthesise_raw("The brave otter swam past the bridge.", synthesis.VOICES[0], 1)
+    last_phone = max(event.sample for event in raw.events if event.name != synthesis.SILENCE)
+    closing = [event.sample for event in raw.events if event.sample > last_phone]
+    assert (closing[-1] - closing[0]) / raw.sample_rate > 0.25  # espeak's end-of-sentence pause (ENDPAUSE)
+
+
 def test_event_sample_and_millisecond_fields_agree():
     raw = synthesis.synthesise_raw("The brave otter swam past the bridge.", synthesis.VOICES[0], 1)
     for event in raw.events:
@@ -111,6 +131,18 @@ def test_the_library_is_unloaded_after_use():
     assert synthesis.espeak_version() == "1.52.0" and not synthesis._is_mapped(library)
 
 
+def test_mapped_files_with_names_that_are_not_utf8_are_read(tmp_path):
+    """/proc/self/maps holds raw path bytes: another mapping's odd name must not break the check."""
+    odd = os.path.join(os.fsencode(str(tmp_path)), b"caf\xe9.bin")
+    with open(odd, "wb") as handle:
+        handle.write(b"\0" * 4096)
+    with open(odd, "rb") as handle, mmap.mmap(handle.fileno(), 4096, prot=mmap.PROT_READ):
+        library, _ = synthesis.library_paths()
+        assert not synthesis._is_mapped(library)
+        with synthesis.fresh_espeak():
+            assert synthesis._is_mapped(library)
+
+
 def test_a_library_loaded_elsewhere_is_refused():
     library, _ = synthesis.library_paths()
     other = ctypes.CDLL(library)
@@ -143,6 +175,7 @@ def test_the_callback_keeps_samples_and_phoneme_events_only():
         assert espeak._collect(wav, 3, events) == 0
         assert espeak._collect(wav, 1, event_list()) == 0  # a single sample is kept too
         assert espeak._collect(None, 0, event_list()) == 0  # the last call of a synthesis: no samples
+        assert espeak._collect(wav, 0, event_list()) == 0  # no chunk for 0 samples either
         buffer[0] = 100  # the chunk was copied out of espeak's buffer
         assert [chunk.tolist() for chunk in espeak._chunks] == [[7, -8, 9], [7]]
         assert espeak._events == [PhoneEvent(12, "aI", 0), PhoneEvent(20, "sil", 1)]
@@ -182,9 +215,18 @@ def test_resampling_keeps_time_exactly():
     assert synthesis.resample(samples[:100], 22_050).size == 73  # ceil(72.56)
 
 
+def test_resampling_keeps_int16_full_scale():
+    """int16 full scale is 32768 both ways (to_int16 below): the gain against torchaudio's sinc resampler in
+    float64 is 1 to 1e-6 (a scale one off, 32769, would give 1 - 3.05e-5)."""
+    samples = np.random.default_rng(0).integers(-20_000, 20_000, 22_050).astype(np.int16)
+    reference = torchaudio.functional.resample(torch.from_numpy(samples / 32768), 22_050, 16_000).numpy()
+    output = synthesis.resample(samples, 22_050).astype(np.float64)
+    assert abs(np.dot(output, reference) / np.dot(reference, reference) - 1) < 1e-6
+
+
 def test_int16_conversion_rounds_and_clips():
-    audio = np.array([0.0, 1.0, -1.0, 1.5, 2.5 / 32768, -2.6 / 32768, 0.25, 1e-9], np.float32)
-    assert synthesis.to_int16(audio).tolist() == [0, 32767, -32768, 32767, 2, -3, 8192, 0]
+    audio = np.array([0.0, 1.0, -1.0, 1.5, -1.5, 2.5 / 32768, -2.6 / 32768, 0.25, 1e-9], np.float32)
+    assert synthesis.to_int16(audio).tolist() == [0, 32767, -32768, 32767, -32768, 2, -3, 8192, 0]
     assert synthesis.to_int16(audio).dtype == np.int16
 
 

@@ -4,8 +4,8 @@ The pieces (binding, resampling, labels, grammar, settings, small builds) are te
 corpus, in tests/test_synthesis.py, tests/test_sentences.py and tests/test_corpus_build.py.
 
 Everything is synthesised by the real libespeak-ng of the espeakng-loader wheel; references are independent:
-fairseq's CNN front end for frame counts, espeak's phonemiser API for phone sequences, analytic signals for the
-resampler, the audio's own spectral changes for label boundaries.
+fairseq's CNN front end for frame counts, espeak's phonemiser API for phone sequences, the audio's own spectral
+changes for label boundaries, pitch and spectra for the voices.
 """
 
 import filecmp
@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -27,8 +26,8 @@ import torchaudio
 from laser_fairseq.data import synthesis
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.data.prepare import letters
-from laser_fairseq.data.sentences import draw_sentences, transcript
-from laser_fairseq.data.synthetic_corpus import SPLITS, CorpusError, CorpusSettings, build_corpus
+from laser_fairseq.data.sentences import transcript
+from laser_fairseq.data.synthetic_corpus import SPLITS, CorpusSettings, build_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "make_synthetic_corpus.py")

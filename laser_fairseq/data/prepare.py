@@ -13,7 +13,6 @@ Every output is written to a temporary file first and renamed only when all of t
 """
 
 import glob
-import multiprocessing
 import os
 import sys
 from collections import Counter
@@ -23,6 +22,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .audio import AudioError, audio_problem, load_samples
+from .workers import clean_worker_context
 
 # The laser task's default min_sample_size (0.5 s at 16 kHz): shorter files would be left out of training
 # anyway. The hard floor is the CNN front end's receptive field, 400 samples (25 ms) for HuBERT and WavLM.
@@ -249,7 +249,7 @@ def _map_files(check: _Check, paths: List[str], workers: int) -> Iterable[Tuple[
     """``check`` of each path, in order, on ``workers`` processes (in this process for 1)."""
     if workers <= 1:
         return map(check, paths)
-    pool = multiprocessing.Pool(workers)
+    pool = clean_worker_context(__name__).Pool(workers)
     return _closing_pool(pool, pool.imap(check, paths, chunksize=16))
 
 

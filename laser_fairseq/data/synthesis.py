@@ -215,10 +215,9 @@ class Espeak:
             raise EspeakError(f"espeak_Synth failed ({_ERRORS.get(code, code)}) for {text!r}")
         if self._callback_error is not None:
             raise EspeakError(f"reading espeak's output for {text!r} failed") from self._callback_error
-        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        if samples.size == 0 or all(event.name == SILENCE for event in self._events):  # e.g. "" gives a pause
+        if not self._chunks or all(event.name == SILENCE for event in self._events):  # e.g. "" gives a pause
             raise EspeakError(f"espeak produced no speech or no phoneme events for {text!r}")
-        return RawSpeech(samples=samples, sample_rate=self.sample_rate, events=tuple(self._events))
+        return RawSpeech(samples=np.concatenate(self._chunks), sample_rate=self.sample_rate, events=tuple(self._events))
 
     def text_to_phonemes(self, text: str) -> List[str]:
         """espeak's phonemiser (``espeak_TextToPhonemes``, mnemonics) for the selected voice, stress kept."""

@@ -16,7 +16,6 @@ The same settings give byte-identical folders, whatever the number of worker pro
 """
 
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -37,6 +36,7 @@ from .prepare import letter_dictionary, letters
 from .sentences import Sentence, SentenceError, draw_sentences
 from .synthesis import FRAME_HOP, FRAME_WINDOW, SAMPLE_RATE, VOICES, Voice
 from .word_lists import GRAMMAR_VERSION
+from .workers import clean_worker_context
 
 SPLITS = ("train", "valid", "test")
 AUDIO_DIR = "audio"
@@ -193,7 +193,7 @@ def _map_jobs(make: _MakeUtterance, jobs: List[Job], workers: int) -> Iterator[R
         finally:
             torch.set_num_threads(threads)
         return
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker)
+    pool = clean_worker_context(__name__).Pool(workers, initializer=_init_worker)
     try:
         yield from pool.imap(make, jobs, chunksize=4)
     finally:

@@ -5,6 +5,8 @@ Fast and in process (corpora of 2-15 utterances): the tests `make mutate MUTATE_
 properties of a full corpus against independent references are in tests/test_synthetic_corpus.py.
 """
 
+import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -23,6 +25,9 @@ from laser_fairseq.data import synthetic_corpus as sc
 from laser_fairseq.data.prepare import letters
 from laser_fairseq.data.sentences import Sentence, draw_sentences
 from laser_fairseq.data.synthetic_corpus import SPLITS, CorpusError, CorpusSettings, Record, build_corpus
+
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "make_synthetic_corpus.py")
 
 
 def quiet(message):
@@ -269,14 +274,37 @@ class ThreadReport:
 
 def test_workers_are_that_many_single_threaded_processes(monkeypatch):
     jobs = sc.plan_jobs(CorpusSettings(sentences=12, voices=2, valid_sentences=1, test_sentences=1).resolved())
-    started = []
-    real = sc.clean_worker_context
-    monkeypatch.setattr(sc, "clean_worker_context", lambda module: started.append(module) or real(module))
-    assert {threads for _, threads in sc._map_jobs(ThreadReport(), jobs, 1)} == {1} and started == []
-    reports = list(sc._map_jobs(ThreadReport(), jobs, 3))
-    assert started == ["laser_fairseq.data.synthetic_corpus"]
-    assert len({pid for pid, _ in reports}) == 3 and os.getpid() not in {pid for pid, _ in reports}
-    assert {threads for _, threads in reports} == {1}
+    pools, real = [], sc.clean_worker_context
+
+    def recording_context(module):
+        context = real(module)
+
+        class Recording:
+            def Pool(self, processes=None, *args, **kwargs):  # noqa: N802 - multiprocessing's name
+                pools.append((module, processes))
+                return context.Pool(processes, *args, **kwargs)
+
+        return Recording()
+
+    monkeypatch.setattr(sc, "clean_worker_context", recording_context)
+    assert {threads for _, threads in sc._map_jobs(ThreadReport(), jobs, 1)} == {1} and pools == []
+    for workers in (2, 3):
+        reports = list(sc._map_jobs(ThreadReport(), jobs, workers))
+        assert len(reports) == len(jobs) and os.getpid() not in {pid for pid, _ in reports}
+        assert {threads for _, threads in reports} == {1}  # every worker ran the initializer
+    assert pools == [("laser_fairseq.data.synthetic_corpus", 2), ("laser_fairseq.data.synthetic_corpus", 3)]
+
+
+def test_build_defaults_are_the_command_line_defaults():
+    spec = importlib.util.spec_from_file_location("make_synthetic_corpus_cli", SCRIPT)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    arguments = cli.parse_args(["--out", "x"])
+    defaults = {name: p.default for name, p in inspect.signature(build_corpus).parameters.items()}
+    assert defaults["progress_seconds"] == arguments.progress_seconds and defaults["force"] is arguments.force
+    assert defaults["workers"] == 1  # the command line uses 2 where there are 2 cores: same bytes either way
+    settings = CorpusSettings()
+    assert all(getattr(settings, name) == getattr(arguments, name) for name in settings.__dataclass_fields__)
 
 
 def test_a_small_build_writes_every_file_and_logs_progress(tmp_path):

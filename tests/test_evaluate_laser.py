@@ -5,12 +5,19 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from laser_fairseq.analysis import features
+from laser_fairseq.analysis.collapse import effective_rank, mean_pairwise_cosine
+from laser_fairseq.analysis.utterances import load_utterances
+from laser_fairseq.data.audio import read_audio
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
 from laser_fairseq.evaluation import table
+from laser_fairseq.evaluation.measure import EvalSettings, measure
 from laser_fairseq.evaluation.runs import Run, RunError, TrainingSettings, finished, training_command
 from laser_fairseq.evaluation.variants import VARIANTS, parse_variants
+from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,6 +111,25 @@ def corpus_and_upstream(tmp_path_factory):
     upstream = str(folder / "tiny_hubert.pt")
     save_checkpoint(make_tiny_hubert(), upstream)
     return corpus, upstream
+
+
+def test_collapse_indicators_are_measured_on_the_analysis_encodings(corpus_and_upstream, monkeypatch):
+    """The top layer's mean cosine and effective rank equal those of its frames computed on their own, and
+    the upstream runs twice per utterance (original, perturbed), not a third time for them."""
+    corpus, upstream = corpus_and_upstream
+    calls = []
+    real = features.layer_frames
+    monkeypatch.setattr(features, "layer_frames", lambda *args: calls.append(1) or real(*args))
+    settings = EvalSettings(max_utterances=6, probe_train_utterances=4)
+    result = measure(upstream, os.path.join(corpus, "valid.tsv"), settings)
+    assert len(calls) == 2 * 6
+    monkeypatch.undo()
+    model = open_upstream(upstream).upstream.eval()
+    utterances = load_utterances(os.path.join(corpus, "valid.tsv"), max_utterances=6).utterances
+    top = np.concatenate([real(model, read_audio(u.path, 16_000), "cpu")[-1] for u in utterances])
+    values = result["layers"][result["top_layer"]]
+    assert values["mean_cosine"] == mean_pairwise_cosine(top) and values["effective_rank"] == effective_rank(top)
+    assert all("mean_cosine" not in v for name, v in result["layers"].items() if name != result["top_layer"])
 
 
 def run_script(*arguments, cwd=REPO):

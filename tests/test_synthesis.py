@@ -6,6 +6,7 @@ analytic signals for the resampler, hand-computed fractions for the boundaries.
 """
 
 import ctypes
+import locale
 import mmap
 import os
 from fractions import Fraction
@@ -141,6 +142,21 @@ def test_mapped_files_with_names_that_are_not_utf8_are_read(tmp_path):
         assert not synthesis._is_mapped(library)
         with synthesis.fresh_espeak():
             assert synthesis._is_mapped(library)
+
+
+def test_mapped_files_with_non_ascii_names_are_found_under_an_ascii_locale(tmp_path):
+    folder = tmp_path / "café"
+    folder.mkdir()
+    path = str(folder / "naïve.bin")
+    with open(path, "wb") as handle:
+        handle.write(b"\0" * 4096)
+    previous = locale.setlocale(locale.LC_CTYPE)
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 4096, prot=mmap.PROT_READ):
+        locale.setlocale(locale.LC_CTYPE, "C")  # /proc/self/maps is read as UTF-8 whatever the locale says
+        try:
+            assert synthesis._is_mapped(path)
+        finally:
+            locale.setlocale(locale.LC_CTYPE, previous)
 
 
 def test_a_library_loaded_elsewhere_is_refused():

@@ -30,7 +30,7 @@ from ..data.audio import read_audio
 from ..data.perturbation import SpeedPitchPerturber
 from ..models.blockwise import BlockwiseUpstream
 from . import measures, phone_probe
-from .features import SAMPLE_RATE, iter_utterance_layers, layer_frames, layer_names
+from .features import SAMPLE_RATE, UtteranceLayers, iter_utterance_layers, layer_frames, layer_names
 from .phone_labels import PhoneProbeLabels, check_frame_count
 from .utterances import UtteranceSet
 
@@ -85,9 +85,12 @@ def analyze_upstream(
     progress: Progress = _no_progress,
     phone_labels: Optional[PhoneProbeLabels] = None,
     phone_labels_missing: str = "no frame labels given",
+    each_utterance: Optional[Callable[[UtteranceLayers], None]] = None,
 ) -> UpstreamAnalysis:
     """The measures for every layer; the phone probe runs when ``phone_labels`` is given, otherwise its
-    measures are reported unavailable with the reason ``phone_labels_missing``."""
+    measures are reported unavailable with the reason ``phone_labels_missing``. ``each_utterance`` sees every
+    encoded utterance (its frames per layer, original and perturbed), so a caller can measure more on the same
+    encodings instead of running the upstream again."""
     names = layer_names(upstream.num_layers)
     utterances = utterance_set.utterances
     phone_probes, class_counts = (
@@ -107,6 +110,8 @@ def analyze_upstream(
             invariance[layer].append(measures.aligned_cosine_similarity(original, perturbed))
             frames[layer].append(original)
         log_mels.append(item.log_mel)
+        if each_utterance is not None:
+            each_utterance(item)
         perturbations.append(
             {"index": item.utterance.index, "speed": item.perturbation.speed, "semitones": item.perturbation.semitones}
         )

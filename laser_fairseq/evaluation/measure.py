@@ -11,21 +11,18 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 
 from ..analysis.collapse import effective_rank, mean_pairwise_cosine
-from ..analysis.features import layer_frames, make_perturber
+from ..analysis.features import make_perturber
 from ..analysis.layerwise import analyze_upstream
 from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
 from ..analysis.utterances import load_utterances
-from ..data.audio import read_audio
 from ..export import sha256_of
 from ..models.trained_upstream import open_upstream
 from .runs import write_json_atomic
-
-SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -61,16 +58,15 @@ def measure(checkpoint: str, manifest: str, settings: EvalSettings) -> dict:
     phone_labels, phone_labels_missing = load_phone_probe_labels(
         utterances, max_train_utterances=settings.probe_train_utterances
     )
+    top_layer: List[np.ndarray] = []  # (T, C) top-layer frames of each original utterance
     analysis = analyze_upstream(
         upstream, utterances, make_perturber(), settings.perturbation_seed, settings.device,
         phone_labels=phone_labels, phone_labels_missing=phone_labels_missing,
+        each_utterance=lambda item: top_layer.append(item.frames[-1]),
     )
     layers = {layer.name: _layer_values(layer) for layer in analysis.layers}
     top = analysis.layers[-1].name
-    top_frames = np.concatenate([
-        layer_frames(upstream, read_audio(u.path, SAMPLE_RATE, where=f"line {u.line}"), settings.device)[-1]
-        for u in utterances.utterances
-    ])
+    top_frames = np.concatenate(top_layer)
     layers[top]["mean_cosine"] = mean_pairwise_cosine(top_frames)
     layers[top]["effective_rank"] = effective_rank(top_frames)
     chance = {key: value for key, value in dataclasses.asdict(analysis).items() if key.endswith("_chance")}

@@ -23,7 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-KILLED = {"killed", "timeout"}  # a mutant that makes a test hang is detected too
+# A mutant that makes a test hang (timeout) or crash the test process (mutmut's "segfault": SIGSEGV, or SIGKILL
+# at its CPU limit) is detected too; crashes are listed in their own section so that each can be checked.
+KILLED = {"killed", "timeout", "segfault"}
 HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 
@@ -185,8 +187,8 @@ def render(mutants: List[Mutant], wall_seconds: Optional[float], load: str, comm
             f"{shown} |"
         )
     out += ["", "Statuses are mutmut's: *no tests* means no test of the fast selection runs the mutated "
-            "function; *other* counts suspicious and segfault. Score = (killed + timeout) / (checked - "
-            "explained).", ""]
+            "function; *other* counts suspicious and segfault (a crash of the test process, counted as killed). "
+            "Score = (killed + timeout + segfault) / (checked - explained).", ""]
     living = [m for m in mutants if m.status not in KILLED and m.status != "not checked"]
     out += ["## Mutants not killed", ""]
     for module, group in sorted(by_module.items()):
@@ -200,6 +202,11 @@ def render(mutants: List[Mutant], wall_seconds: Optional[float], load: str, comm
         out.append("")
     if not living:
         out.append("None.")
+    crashed = sorted((m for m in mutants if m.status == "segfault"), key=lambda m: (module_of(m.path), m.line, m.name))
+    if crashed:
+        out += ["", "## Mutants that crashed the test process (counted as killed)", "",
+                "| line | mutation |", "|---|---|"]
+        out += [f"| {module_of(m.path)}:{m.line} | `{_cell(m.original)}` → `{_cell(m.mutated)}` |" for m in crashed]
     return "\n".join(out) + "\n"
 
 
@@ -238,7 +245,7 @@ def main(argv=None) -> int:
     equivalents = read_equivalents(args.equivalents)
     def_lines = {}
     for mutant in mutants:
-        if mutant.status in KILLED or mutant.status == "not checked":
+        if mutant.status in ("killed", "timeout", "not checked"):  # crashes are located too: they are listed
             continue
         if mutant.path not in def_lines:
             def_lines[mutant.path] = function_lines(mutant.path)

@@ -272,6 +272,17 @@ class ThreadReport:
         return os.getpid(), torch.get_num_threads()
 
 
+class ParentReport:
+    def __call__(self, job):
+        return os.getppid()
+
+
+def test_workers_are_not_forks_of_the_caller():
+    """They fork from multiprocessing's server process, which never ran the caller's torch code."""
+    jobs = sc.plan_jobs(SMALL.resolved())
+    assert os.getpid() not in set(sc._map_jobs(ParentReport(), jobs, 2))
+
+
 def test_workers_are_that_many_single_threaded_processes(monkeypatch):
     jobs = sc.plan_jobs(CorpusSettings(sentences=12, voices=2, valid_sentences=1, test_sentences=1).resolved())
     pools, real = [], sc.clean_worker_context
@@ -342,6 +353,31 @@ def test_replacing_works_when_the_temporary_folder_is_on_another_filesystem(tmp_
         assert os.listdir(tmp_path) == ["corpus"] and os.listdir(elsewhere) == []
     finally:
         shutil.rmtree(elsewhere)
+
+
+class SteppingClock:
+    """time.monotonic for build_corpus: every reading is 10 s after the previous one."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def monotonic(self):
+        self.now += 10.0
+        return self.now
+
+
+def test_progress_lines_follow_the_clock(tmp_path, monkeypatch):
+    monkeypatch.setattr(sc, "time", SteppingClock())
+    lines = []
+    result = build_corpus(str(tmp_path / "a"), SMALL, progress_seconds=15.0, log=lines.append)
+    # readings: start 110, then 120, 130, ... after each of the 6 utterances; a line once 15 s have passed
+    assert lines[1:] == ["synthesised 2/6 utterances (33%), 6 utterances/minute",
+                         "synthesised 4/6 utterances (67%), 6 utterances/minute",
+                         "synthesised 6/6 utterances (100%), 6 utterances/minute"]
+    assert result.seconds == 70.0
+    default = []
+    build_corpus(str(tmp_path / "b"), SMALL, log=default.append)  # every 10 s by default: each 10 s step counts
+    assert len(default) == 1 + 6
 
 
 def test_an_existing_corpus_is_only_replaced_with_force(tmp_path):

@@ -451,6 +451,21 @@ def test_workers_run_in_a_pool_of_that_size_and_one_runs_in_process(tmp_path, mo
     assert multiprocessing.active_children() == []  # every pool was closed
 
 
+def test_prepare_by_default_checks_in_process_splits_with_seed_1_and_logs_every_1000_files(tmp_path, monkeypatch):
+    make_wavs(tmp_path / "wavs", 1_001, samples=400)
+    pools = []
+    monkeypatch.setattr(prep, "clean_worker_context", lambda module: pools.append(module))
+    log = []
+    result = prep.prepare(str(tmp_path / "wavs"), str(tmp_path / "out"), extensions=["wav"], min_samples=400,
+                          log=log.append)
+    assert pools == []  # one worker: no pool
+    assert [line for line in log if line.startswith("checked")] == [
+        "checked 1000/1001 files (99.9%), 0 rejected", "checked 1001/1001 files (100.0%), 0 rejected"]
+    accepted = sorted(result.train + result.valid, key=lambda u: u.relative_path)  # the order split sees
+    assert len(result.valid) == 10 and result.valid == prep.split_train_valid(accepted, 0.01, 1)[1]
+    assert result.valid != prep.split_train_valid(accepted, 0.01, 2)[1]
+
+
 def test_prepare_defaults_are_the_command_line_defaults():
     cli = load_cli()
     arguments = cli.parse_args(["root", "--dest", "out"])

@@ -25,6 +25,7 @@ from laser_fairseq.data import synthetic_corpus as sc
 from laser_fairseq.data.prepare import letters
 from laser_fairseq.data.sentences import Sentence, draw_sentences
 from laser_fairseq.data.synthetic_corpus import SPLITS, CorpusError, CorpusSettings, Record, build_corpus
+from worker_pools import recording_worker_context
 
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "make_synthetic_corpus.py")
@@ -285,19 +286,8 @@ def test_workers_are_not_forks_of_the_caller():
 
 def test_workers_are_that_many_single_threaded_processes(monkeypatch):
     jobs = sc.plan_jobs(CorpusSettings(sentences=12, voices=2, valid_sentences=1, test_sentences=1).resolved())
-    pools, real = [], sc.clean_worker_context
-
-    def recording_context(module):
-        context = real(module)
-
-        class Recording:
-            def Pool(self, processes=None, *args, **kwargs):  # noqa: N802 - multiprocessing's name
-                pools.append((module, processes))
-                return context.Pool(processes, *args, **kwargs)
-
-        return Recording()
-
-    monkeypatch.setattr(sc, "clean_worker_context", recording_context)
+    pools = []
+    monkeypatch.setattr(sc, "clean_worker_context", recording_worker_context(pools))
     assert {threads for _, threads in sc._map_jobs(ThreadReport(), jobs, 1)} == {1} and pools == []
     for workers in (2, 3):
         reports = list(sc._map_jobs(ThreadReport(), jobs, workers))

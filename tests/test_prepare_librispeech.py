@@ -17,6 +17,7 @@ import soundfile as sf
 from laser_fairseq.data import prepare as prep
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
+from worker_pools import recording_worker_context
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
@@ -432,22 +433,12 @@ def test_workers_run_in_a_pool_of_that_size_and_one_runs_in_process(tmp_path, mo
     make_wavs(tmp_path / "wavs", 20)
     paths = [str(tmp_path / "wavs" / f"f{index}.wav") for index in range(20)]
     check = prep._Check(sample_rate=16_000, min_samples=8_000)
-    sizes, real = [], prep.clean_worker_context
-
-    def recording_context(module):
-        context = real(module)
-
-        class Recording:
-            def Pool(self, processes=None, *args, **kwargs):  # noqa: N802 - multiprocessing's name
-                sizes.append(processes)
-                return context.Pool(processes, *args, **kwargs)
-
-        return Recording()
-
-    monkeypatch.setattr(prep, "clean_worker_context", recording_context)
-    assert list(prep._map_files(check, paths, 1)) == [(8_000, "")] * 20 and sizes == []
-    assert list(prep._map_files(check, paths, 2)) == [(8_000, "")] * 20 and sizes == [2]
-    assert list(prep._map_files(check, paths[:3], 3)) == [(8_000, "")] * 3 and sizes == [2, 3]
+    pools = []
+    monkeypatch.setattr(prep, "clean_worker_context", recording_worker_context(pools))
+    assert list(prep._map_files(check, paths, 1)) == [(8_000, "")] * 20 and pools == []
+    assert list(prep._map_files(check, paths, 2)) == [(8_000, "")] * 20
+    assert list(prep._map_files(check, paths[:3], 3)) == [(8_000, "")] * 3
+    assert pools == [("laser_fairseq.data.prepare", 2), ("laser_fairseq.data.prepare", 3)]
     assert multiprocessing.active_children() == []  # every pool was closed
 
 

@@ -29,7 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_UPSTREAM = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
 DEMO_CORPUS = os.path.join(REPO, "outputs", "demo", "corpus")
 # 60 sentences x 8 voices: 384 train, 48 valid, 48 test utterances (~10 s to synthesise on 2 cores). Seed 2:
-# none of its sentences is in the corpus the committed tiny HuBERT was pretrained on (seed 1, 250 sentences).
+# none of its sentences is in the corpus the committed tiny HuBERT was pretrained on (seed 1, 250 sentences);
+# its voices are the same 8 (the first 8 of synthesis.VOICES), so only the sentences are new to the model.
 CORPUS_SETTINGS = {"sentences": 60, "voices": 8, "seed": 2}
 SUMMARY_MEASURES = [("phone_acc", "phone probe accuracy", "up"), ("phone_per", "phone error rate", "down"),
                     ("retrieval_map", "cross-voice retrieval MAP", "up"), ("invariance", "perturbation invariance", "up"),

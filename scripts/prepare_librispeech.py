@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Write fairseq manifests (train.tsv / valid.tsv) and transcripts (.wrd / .ltr, dict.ltr.txt) for LibriSpeech.
 
-    python scripts/prepare_librispeech.py /data/LibriSpeech --subsets train-clean-100 --dest manifests/ls100
+    python scripts/prepare_librispeech.py /data/LibriSpeech --subsets train-clean-100 --dest manifests/ls100 \
+        --eval-subsets dev-clean dev-other test-clean test-other
+
+--eval-subsets writes each subset whole as a named split (dev-other -> dev_other.tsv / .wrd / .ltr), the
+names fairseq's CTC recipes and examples/ctc/config/hubert_base_100h.yaml (valid_subset: dev_other) expect.
 
 LIBRISPEECH_ROOT holds the official layout (SUBSET/SPEAKER/CHAPTER/*.flac + SPEAKER-CHAPTER.trans.txt).
 Without --subsets, every audio file under the root is used; if the tree has no *.trans.txt files it is taken
@@ -19,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from laser_fairseq.data.prepare import DEFAULT_MIN_SAMPLES, PrepareError, prepare  # noqa: E402
+from laser_fairseq.data.prepare import DEFAULT_MIN_SAMPLES, PrepareError, prepare, split_name  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -28,6 +32,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--subsets", nargs="+", default=[],
         help="LibriSpeech subsets under the root, e.g. train-clean-100 train-clean-360 (default: whole root)",
+    )
+    parser.add_argument(
+        "--eval-subsets", nargs="+", default=[],
+        help="subsets written whole as named splits for CTC / SUPERB evaluation, e.g. dev-clean dev-other "
+             "test-clean test-other -> dev_clean.tsv/.wrd/.ltr, dev_other.* ... (needs --subsets)",
     )
     parser.add_argument("--dest", required=True, help="output folder for the manifests and transcripts")
     parser.add_argument(
@@ -71,12 +80,14 @@ def main(argv=None) -> int:
             workers=args.workers,
             sample_rate=args.sample_rate,
             progress_every=max(1, args.progress_every),
+            eval_subsets=args.eval_subsets,
         )
     except PrepareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    evaluation = "".join(f", {len(result.evaluation[split_name(s)])} {split_name(s)}" for s in args.eval_subsets)
     print(
-        f"wrote {len(result.train)} train and {len(result.valid)} valid utterances to {args.dest}"
+        f"wrote {len(result.train)} train and {len(result.valid)} valid utterances{evaluation} to {args.dest}"
         f"{'' if result.has_transcripts else ' (no transcripts)'}; {len(result.rejected)} file(s) rejected"
         f"{', listed in ' + os.path.join(args.dest, 'rejected.tsv') if result.rejected else ''}",
         file=sys.stderr,

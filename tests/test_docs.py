@@ -36,7 +36,8 @@ def docs_with_tiny_blocks():
 
 @pytest.fixture(scope="session")
 def librispeech(tmp_path_factory):
-    """A LibriSpeech-layout train-clean-100 made of demo-corpus audio: 2 speakers x 1 chapter x 5 utterances."""
+    """A LibriSpeech-layout train-clean-100 made of demo-corpus audio (2 speakers x 1 chapter x 5 utterances)
+    and dev-clean, dev-other, test-clean, test-other (1 speaker x 2 utterances each)."""
     root = tmp_path_factory.mktemp("librispeech") / "LibriSpeech"
     demo = os.path.join(REPO, "manifests", "demo")
     with open(os.path.join(demo, "train.tsv")) as manifest, open(os.path.join(demo, "train.wrd")) as words:
@@ -52,6 +53,17 @@ def librispeech(tmp_path_factory):
             shutil.copy(os.path.join(demo, "audio", audio), chapter / f"{utterance}.flac")
             trans.append(f"{utterance} {text}")
         (chapter / f"{speaker}-7.trans.txt").write_text("\n".join(trans) + "\n")
+    for number, subset in enumerate(("dev-clean", "dev-other", "test-clean", "test-other")):  # 2 utterances each
+        speaker = 201 + number
+        chapter = root / subset / str(speaker) / "8"
+        chapter.mkdir(parents=True)
+        entries = [(line.split("\t")[0], text) for line, text in zip(lines, transcripts) if "_v3." in line]
+        trans = []
+        for index, (audio, text) in enumerate(entries[2 * number:2 * number + 2]):
+            utterance = f"{speaker}-8-{index:04d}"
+            shutil.copy(os.path.join(demo, "audio", audio), chapter / f"{utterance}.flac")
+            trans.append(f"{utterance} {text}")
+        (chapter / f"{speaker}-8.trans.txt").write_text("\n".join(trans) + "\n")
     return str(root)
 
 

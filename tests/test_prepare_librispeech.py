@@ -364,7 +364,9 @@ def test_any_output_already_in_dest_is_refused_and_stale_ones_go(tmp_path):
         with pytest.raises(prep.PrepareError, match=f"already holds {name}; pass --force"):
             prep.refuse_to_overwrite(str(dest), force=False)
     assert sorted(prep.all_output_names()) == sorted([
-        "train.tsv", "valid.tsv", "rejected.tsv", "dict.ltr.txt", "train.wrd", "train.ltr", "valid.wrd", "valid.ltr"])
+        "train.tsv", "valid.tsv", "rejected.tsv", "dict.ltr.txt", "train.wrd", "train.ltr", "valid.wrd", "valid.ltr"]
+        + [f"{split}.{ext}" for split in ("dev_clean", "dev_other", "test_clean", "test_other")
+           for ext in ("tsv", "wrd", "ltr")])
     dest = tmp_path / "out"
     written = prep.write_atomically(str(dest), {name: f"{name}\n" for name in prep.all_output_names()})
     assert sorted(written) == sorted(str(dest / name) for name in prep.all_output_names())
@@ -475,3 +477,122 @@ def test_the_receptive_field_itself_is_accepted_and_subsets_imply_transcripts(tm
     result = prep.prepare(str(tmp_path), str(tmp_path / "out"), extensions=["wav"], min_samples=400,
                           log=lambda message: None)
     assert [u.num_samples for u in result.train + result.valid] == [400, 400]
+
+
+# ------------------------------------------------------------------------------- evaluation subsets (CTC, SUPERB)
+
+
+@pytest.fixture(scope="module")
+def with_eval_subsets(tmp_path_factory):
+    """A LibriSpeech-layout root: train-clean-100 (8 files) and dev/test clean/other (2 files each, plus one
+    too-short file in dev-other); returns the root and {subset: {stem: words}} of the good files."""
+    root = str(tmp_path_factory.mktemp("LibriSpeechEval"))
+    utterances = demo_utterances()
+    good = {}
+    subsets = [SUBSET] + list(prep.LIBRISPEECH_EVAL_SUBSETS)
+    for number, subset in enumerate(subsets):
+        speaker, chapter = 200 + number, 10
+        count = 8 if subset == SUBSET else 2
+        folder = os.path.join(root, subset, str(speaker), str(chapter))
+        os.makedirs(folder)
+        good[subset] = {}
+        lines = []
+        for index in range(count):
+            source, words = utterances[(3 * number + index) % len(utterances)]
+            stem = f"{speaker}-{chapter}-{index:04d}"
+            shutil.copy(source, os.path.join(folder, f"{stem}.flac"))
+            good[subset][stem] = words
+            lines.append(f"{stem} {words}\n")
+        if subset == "dev-other":
+            wav, _ = sf.read(utterances[0][0], dtype="float32")
+            sf.write(os.path.join(folder, f"{speaker}-{chapter}-0099.flac"), wav[:1000], 16_000)
+            lines.append(f"{speaker}-{chapter}-0099 TOO SHORT\n")
+        with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w") as handle:
+            handle.writelines(lines)
+    return root, good
+
+
+def test_eval_subsets_become_whole_named_splits_with_transcripts(with_eval_subsets, tmp_path):
+    root, good = with_eval_subsets
+    log = []
+    result, _ = run_prepare(root, tmp_path, log=log, valid_percent=0.25,
+                            eval_subsets=list(prep.LIBRISPEECH_EVAL_SUBSETS))
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["dict.ltr.txt", "rejected.tsv"] + [f"{split}.{ext}" for split in
+                                             ("train", "valid", "dev_clean", "dev_other", "test_clean", "test_other")
+                                             for ext in ("tsv", "wrd", "ltr")])
+    assert (len(result.train), len(result.valid)) == (6, 2)  # valid comes from --subsets only
+    assert sorted(os.path.basename(u.relative_path)[:-5] for u in result.train + result.valid) == sorted(good[SUBSET])
+    for subset in prep.LIBRISPEECH_EVAL_SUBSETS:
+        split = subset.replace("-", "_")
+        lines = read_lines(tmp_path / f"{split}.tsv")
+        assert lines[0] == root
+        paths = [line.split("\t")[0] for line in lines[1:]]
+        assert all(path.startswith(f"{subset}/") for path in paths)
+        assert [os.path.basename(path)[:-5] for path in paths] == sorted(good[subset])  # all of it, sorted
+        assert read_lines(tmp_path / f"{split}.wrd") == [good[subset][os.path.basename(p)[:-5]] for p in paths]
+        assert read_lines(tmp_path / f"{split}.ltr") == [prep.letters(w) for w in read_lines(tmp_path / f"{split}.wrd")]
+        assert [u.relative_path for u in result.evaluation[split]] == paths
+    rejected = read_lines(tmp_path / "rejected.tsv")[1:]
+    assert len(rejected) == 1 and "dev-other" in rejected[0] and "too short" in rejected[0]
+    assert any("checked 17/17 files" in line for line in log)
+    symbols = {line.split()[0] for line in read_lines(tmp_path / "dict.ltr.txt")}
+    assert symbols == {s for split in ("train", "valid") for line in read_lines(tmp_path / f"{split}.ltr")
+                       for s in line.split()}  # the dictionary is fixed by the training splits
+
+
+def test_the_ctc_config_finds_its_splits(with_eval_subsets, tmp_path):
+    """examples/ctc/config/hubert_base_100h.yaml's train_subset / valid_subset are files the script writes."""
+    import yaml
+
+    with open(os.path.join(REPO, "examples", "ctc", "config", "hubert_base_100h.yaml")) as handle:
+        config = yaml.safe_load(handle)
+    root, _ = with_eval_subsets
+    run_prepare(root, tmp_path, eval_subsets=["dev-other"])
+    labels = config["task"]["labels"]
+    for split in (config["dataset"]["train_subset"], config["dataset"]["valid_subset"]):
+        assert (tmp_path / f"{split}.tsv").is_file() and (tmp_path / f"{split}.{labels}").is_file()
+    assert (tmp_path / f"dict.{labels}.txt").is_file()
+    from fairseq_tasks import audio_finetuning_split
+
+    dataset = audio_finetuning_split(str(tmp_path), "dev_other", labels)  # fairseq's own reader
+    assert len(dataset) == 2 and dataset[0]["label"].numel() > 0
+
+
+@pytest.mark.parametrize("subsets, eval_subsets, message", [
+    ([], ["dev-clean"], "--eval-subsets needs --subsets"),
+    ([SUBSET], [SUBSET], "given in both --subsets and --eval-subsets"),
+    ([SUBSET], ["dev-clean", "dev_clean"], "clashes"),
+    ([SUBSET], ["train"], "clashes"),
+    ([SUBSET], ["no-such"], "no-such: no such folder"),
+])
+def test_bad_eval_subsets_are_refused_and_nothing_is_written(with_eval_subsets, tmp_path, subsets, eval_subsets,
+                                                             message):
+    root, _ = with_eval_subsets
+    with pytest.raises(prep.PrepareError, match=message):
+        run_prepare(root, tmp_path / "out", subsets=subsets, eval_subsets=eval_subsets)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_outputs_are_refused_without_force_and_stale_ones_go(with_eval_subsets, tmp_path):
+    root, _ = with_eval_subsets
+    run_prepare(root, tmp_path, eval_subsets=["dev-clean", "test-other"])
+    with pytest.raises(prep.PrepareError, match="--force"):
+        run_prepare(root, tmp_path, eval_subsets=["dev-other"])
+    (tmp_path / "train.tsv").unlink()
+    with pytest.raises(prep.PrepareError, match="dev_clean.tsv"):  # LibriSpeech's eval outputs always count
+        run_prepare(root, tmp_path)
+    run_prepare(root, tmp_path, eval_subsets=["dev-other"], force=True)
+    assert not (tmp_path / "dev_clean.tsv").exists() and not (tmp_path / "test_other.ltr").exists()
+    assert (tmp_path / "dev_other.ltr").exists()
+
+
+def test_cli_writes_eval_subsets(with_eval_subsets, tmp_path):
+    root, _ = with_eval_subsets
+    done = subprocess.run([sys.executable, SCRIPT, root, "--subsets", SUBSET, "--dest", str(tmp_path),
+                           "--eval-subsets", "dev-clean", "dev-other", "--workers", "1"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 8 train and 0 valid" not in done.stderr
+    assert ", 2 dev_clean, 2 dev_other to " in done.stderr
+    assert (tmp_path / "dev_clean.ltr").is_file() and (tmp_path / "dev_other.wrd").is_file()

@@ -5,7 +5,10 @@ Output in ``dest`` (fairseq's formats, as ``wav2vec_manifest.py`` and ``libri_la
 - ``train.tsv`` / ``valid.tsv``: the absolute root, then ``relative/path<TAB>num_samples`` in sorted order;
 - ``train.wrd`` / ``train.ltr`` (and valid): one transcript line per audio line, words and letters
   (``H E L L O | W O R L D |``); only when the corpus has LibriSpeech ``*.trans.txt`` files;
-- ``dict.ltr.txt``: fairseq dictionary of the letters over both splits (``symbol count``, most frequent first);
+- one named split per evaluation subset (``eval_subsets``, e.g. ``dev-other`` -> ``dev_other.tsv`` /
+  ``.wrd`` / ``.ltr``, the names fairseq's CTC recipes use as ``valid_subset``), every file of the subset;
+- ``dict.ltr.txt``: fairseq dictionary of the letters over train and valid (``symbol count``, most frequent
+  first; the evaluation splits are left out, as a dictionary is fixed before evaluation);
 - ``rejected.tsv``: ``path<TAB>reason`` of every file left out (unreadable, wrong rate, stereo, empty,
   non-finite, all silent, too short, no transcript).
 
@@ -31,6 +34,9 @@ CNN_RECEPTIVE_FIELD = 400
 
 MANIFEST_NAMES = ("train.tsv", "valid.tsv")
 REJECTED_NAME = "rejected.tsv"
+# LibriSpeech's evaluation subsets: their outputs are always counted as this module's (refused without
+# --force, removed when stale), whichever --eval-subsets a run names.
+LIBRISPEECH_EVAL_SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other")
 
 
 class PrepareError(ValueError):
@@ -57,6 +63,7 @@ class PrepareResult:
     rejected: List[Rejection]
     has_transcripts: bool
     written: List[str] = field(default_factory=list)
+    evaluation: Dict[str, List[Utterance]] = field(default_factory=dict)  # split name -> its utterances
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,11 @@ def manifest_text(root: str, utterances: Sequence[Utterance]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def split_name(subset: str) -> str:
+    """The split (file stem) of an evaluation subset: ``dev-other`` -> ``dev_other``, as fairseq's recipes."""
+    return subset.strip("/").replace("-", "_")
+
+
 def output_texts(root: str, result: PrepareResult) -> Dict[str, str]:
     """File name -> content of every output (manifests, transcripts, dictionary, rejections)."""
     texts = {"train.tsv": manifest_text(root, result.train), REJECTED_NAME: rejected_text(result.rejected)}
@@ -181,13 +193,16 @@ def output_texts(root: str, result: PrepareResult) -> Dict[str, str]:
     if result.valid:
         texts["valid.tsv"] = manifest_text(root, result.valid)
         splits["valid"] = result.valid
+    for split, utterances in result.evaluation.items():
+        texts[f"{split}.tsv"] = manifest_text(root, utterances)
     if result.has_transcripts:
         all_letters = []
-        for split, utterances in splits.items():
+        for split, utterances in list(splits.items()) + list(result.evaluation.items()):
             ltr = [letters(u.words) for u in utterances]
             texts[f"{split}.wrd"] = "".join(f"{u.words}\n" for u in utterances)
             texts[f"{split}.ltr"] = "".join(f"{line}\n" for line in ltr)
-            all_letters.extend(ltr)
+            if split in splits:
+                all_letters.extend(ltr)
         texts["dict.ltr.txt"] = letter_dictionary(all_letters)
     return texts
 
@@ -200,22 +215,24 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def all_output_names() -> List[str]:
-    """Every file name this module may write into ``dest``."""
+def all_output_names(eval_subsets: Sequence[str] = ()) -> List[str]:
+    """Every file name this module may write into ``dest`` (LibriSpeech's evaluation splits included)."""
     names = list(MANIFEST_NAMES) + [REJECTED_NAME, "dict.ltr.txt"]
-    return names + [f"{split}.{ext}" for split in ("train", "valid") for ext in ("wrd", "ltr")]
+    names += [f"{split}.{ext}" for split in ("train", "valid") for ext in ("wrd", "ltr")]
+    evaluation = dict.fromkeys(split_name(s) for s in list(LIBRISPEECH_EVAL_SUBSETS) + list(eval_subsets))
+    return names + [f"{split}.{ext}" for split in evaluation for ext in ("tsv", "wrd", "ltr")]
 
 
-def refuse_to_overwrite(dest: str, force: bool):
+def refuse_to_overwrite(dest: str, force: bool, eval_subsets: Sequence[str] = ()):
     """PrepareError if ``dest`` already holds outputs and ``force`` is off."""
-    existing = [name for name in all_output_names() if os.path.exists(os.path.join(dest, name))]
+    existing = [name for name in all_output_names(eval_subsets) if os.path.exists(os.path.join(dest, name))]
     if existing and not force:
         raise PrepareError(
             f"{dest} already holds {', '.join(existing)}; pass --force to replace them (or choose another --dest)"
         )
 
 
-def write_atomically(dest: str, texts: Dict[str, str]) -> List[str]:
+def write_atomically(dest: str, texts: Dict[str, str], eval_subsets: Sequence[str] = ()) -> List[str]:
     """Write every text to a temporary file, then rename them all; stale outputs not in ``texts`` go.
 
     Returns the written paths. A failure before the renames leaves ``dest`` as it was.
@@ -234,7 +251,7 @@ def write_atomically(dest: str, texts: Dict[str, str]) -> List[str]:
         for path in temporary.values():
             os.remove(path)
         raise
-    for name in all_output_names():
+    for name in all_output_names(eval_subsets):
         stale = os.path.join(dest, name)
         if name not in texts and os.path.exists(stale):
             os.remove(stale)
@@ -324,6 +341,31 @@ def warn_about_transcripts_without_audio(
         )
 
 
+def check_eval_subsets(subsets: Sequence[str], eval_subsets: Sequence[str]):
+    """PrepareError for evaluation subsets that cannot be named splits beside train and valid."""
+    if not eval_subsets:
+        return
+    if not subsets:
+        raise PrepareError(
+            "--eval-subsets needs --subsets: without it every file under the root, the evaluation subsets' "
+            "too, would go into train"
+        )
+    shared = sorted(set(subsets) & set(eval_subsets))
+    if shared:
+        raise PrepareError(f"{', '.join(shared)} given in both --subsets and --eval-subsets; a subset is "
+                           f"either trained on or evaluated on")
+    names = [split_name(subset) for subset in eval_subsets]
+    for subset, name in zip(eval_subsets, names):
+        if name in ("train", "valid") or not name or "/" in name or names.count(name) > 1:
+            raise PrepareError(f"--eval-subsets {subset}: its split name {name!r} clashes with train, valid "
+                               f"or another evaluation subset, or is not a plain folder name")
+
+
+def under(relative_path: str, subset: str) -> bool:
+    """True when ``relative_path`` (relative to the root) lies in the subset folder."""
+    return relative_path.startswith(os.path.normpath(subset) + os.sep)
+
+
 def prepare(
     root: str,
     dest: str,
@@ -337,31 +379,52 @@ def prepare(
     sample_rate: int = 16_000,
     progress_every: int = 1000,
     log: Callable[[str], None] = log_to_stderr,
+    eval_subsets: Sequence[str] = (),
 ) -> PrepareResult:
-    """Check the corpus under ``root`` and write manifests (+ transcripts) into ``dest``; see the module doc."""
+    """Check the corpus under ``root`` and write manifests (+ transcripts) into ``dest``; see the module doc.
+
+    ``subsets`` go into train and valid; every ``eval_subsets`` folder becomes a split of its own, whole.
+    """
     root = os.path.abspath(root)
     if min_samples < CNN_RECEPTIVE_FIELD:
         raise PrepareError(
             f"--min-samples {min_samples} is below the CNN front end's receptive field "
             f"({CNN_RECEPTIVE_FIELD} samples): such files would give no frame at all"
         )
-    refuse_to_overwrite(dest, force)
+    check_eval_subsets(subsets, eval_subsets)
+    refuse_to_overwrite(dest, force, eval_subsets)
     relative_paths = find_audio_files(root, subsets, extensions)
     if not relative_paths:
         raise PrepareError(f"{root}: no *.{'/*.'.join(extensions)} files found; check the path and --ext")
+    eval_paths = {subset: find_audio_files(root, [subset], extensions) for subset in eval_subsets}
+    for subset, paths in eval_paths.items():
+        if not paths:
+            raise PrepareError(f"{os.path.join(root, subset)}: no *.{'/*.'.join(extensions)} files found; "
+                               f"check --eval-subsets and --ext")
     with_transcripts = has_librispeech_transcripts(root, subsets)
     if not with_transcripts:
         log(f"{root}: no LibriSpeech *.trans.txt files: writing manifests only, no .wrd/.ltr transcripts")
-    log(f"checking {len(relative_paths)} audio files under {root}")
+    every_path = relative_paths + [path for paths in eval_paths.values() for path in paths]
+    log(f"checking {len(every_path)} audio files under {root}")
     accepted, rejected = check_corpus(
-        root, relative_paths, with_transcripts, sample_rate, min_samples, workers, progress_every, log
+        root, every_path, with_transcripts, sample_rate, min_samples, workers, progress_every, log
     )
+    by_subset = {subset: [u for u in accepted if under(u.relative_path, subset)] for subset in eval_subsets}
+    evaluation = {split_name(subset): utterances for subset, utterances in by_subset.items()}
+    held_out = {id(u) for utterances in by_subset.values() for u in utterances}
+    accepted = [u for u in accepted if id(u) not in held_out]
     if not accepted:
+        first = [r for r in rejected if not any(under(os.path.relpath(r.path, root), s) for s in eval_subsets)][0]
         raise PrepareError(
             f"{root}: all {len(relative_paths)} files were rejected, nothing written; first reason: "
-            f"{rejected[0].path}: {rejected[0].reason}"
+            f"{first.path}: {first.reason}"
         )
+    for subset, utterances in by_subset.items():
+        if not utterances:
+            raise PrepareError(f"{os.path.join(root, subset)}: all {len(eval_paths[subset])} files were rejected, "
+                               f"nothing written; see the rejections above")
     train, valid = split_train_valid(accepted, valid_percent, seed)
-    result = PrepareResult(train=train, valid=valid, rejected=rejected, has_transcripts=with_transcripts)
-    result.written = write_atomically(dest, output_texts(root, result))
+    result = PrepareResult(train=train, valid=valid, rejected=rejected, has_transcripts=with_transcripts,
+                           evaluation=evaluation)
+    result.written = write_atomically(dest, output_texts(root, result), eval_subsets)
     return result

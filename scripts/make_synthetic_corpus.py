@@ -10,7 +10,12 @@ espeak-ng, no network). Splits are by sentence: valid and test sentences never o
 Output in --out: audio/<sentence>_<voice>.flac (16 kHz mono), fairseq manifests train/valid/test.tsv, and per
 split .wrd .ltr .sent .voice .phones (espeak's phones) .phn (one phone per 50 Hz frame, HuBERT/WavLM frame
 count), plus dict.ltr.txt, dict.phn.txt, voices.tsv, sentences.tsv and corpus.json. The same arguments give
-byte-identical output. See docs/synthetic_corpus.md.
+byte-identical output (the manifests' root line names --out). See docs/synthetic_corpus.md.
+
+The manifests' root line is the absolute path of --out/audio, as fairseq's wav2vec_manifest.py writes it:
+fairseq's own tasks (audio_finetuning, hubert_pretraining) join it with the working directory. With
+--relative-root it is "audio", relative to the manifest's folder, for a corpus to move or commit (the
+project's reader resolves it; scripts/absolute_manifests.py writes copies fairseq's tasks read).
 """
 
 import argparse
@@ -58,6 +63,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--force", action="store_true", help="replace an existing corpus in --out")
     parser.add_argument(
+        "--relative-root", action="store_true",
+        help="write the manifests' root as 'audio' (relative to their folder: a corpus to move or commit) "
+             "instead of the absolute path of --out/audio",
+    )
+    parser.add_argument(
         "--progress-seconds", type=float, default=10.0, help="seconds between progress lines (default 10)"
     )
     return parser.parse_args(argv)
@@ -71,7 +81,8 @@ def main(argv=None) -> int:
         return 1
     try:
         result = build_corpus(
-            args.out, settings, workers=args.workers, force=args.force, progress_seconds=args.progress_seconds
+            args.out, settings, workers=args.workers, force=args.force, progress_seconds=args.progress_seconds,
+            relative_root=args.relative_root,
         )
     except (CorpusError, EspeakError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -303,6 +303,7 @@ def test_build_defaults_are_the_command_line_defaults():
     arguments = cli.parse_args(["--out", "x"])
     defaults = {name: p.default for name, p in inspect.signature(build_corpus).parameters.items()}
     assert defaults["progress_seconds"] == arguments.progress_seconds and defaults["force"] is arguments.force
+    assert defaults["relative_root"] is arguments.relative_root is False
     assert defaults["workers"] == 1  # the command line uses 2 where there are 2 cores: same bytes either way
     settings = CorpusSettings()
     assert all(getattr(settings, name) == getattr(arguments, name) for name in settings.__dataclass_fields__)
@@ -323,11 +324,20 @@ def test_a_small_build_writes_every_file_and_logs_progress(tmp_path):
     tables = ["corpus.json", "dict.ltr.txt", "dict.phn.txt", "sentences.tsv", "voices.tsv"]
     side = [f"{split}.{suffix}" for split in SPLITS for suffix in ("tsv",) + sc.SIDE_FILES]
     assert all_files(out) == sorted(audio + tables + side)
-    assert read_lines(out, "valid.tsv")[0] == "audio" and read_lines(out, "valid.voice") == ["v01", "v02"]
+    assert read_lines(out, "valid.voice") == ["v01", "v02"]
+    assert read_lines(out, "valid.tsv")[0] == os.path.join(out, "audio")  # absolute, as wav2vec_manifest.py
     assert os.listdir(tmp_path / "deeper") == ["corpus"]
     quiet_lines = []
-    build_corpus(str(tmp_path / "other"), SMALL, progress_seconds=1e9, log=quiet_lines.append)
-    assert len(quiet_lines) == 1 and contents(str(tmp_path / "other")) == contents(out)
+    other = str(tmp_path / "other")
+    build_corpus(other, SMALL, progress_seconds=1e9, log=quiet_lines.append)
+    assert len(quiet_lines) == 1
+    assert contents(other) == {name: text.replace(out.encode(), other.encode()) for name, text in contents(out).items()}
+    relative = [str(tmp_path / name) for name in ("relative_a", "relative_b")]
+    for folder in relative:
+        build_corpus(folder, SMALL, log=quiet, relative_root=True)
+    assert read_lines(relative[0], "valid.tsv")[0] == "audio" and contents(relative[0]) == contents(relative[1])
+    assert contents(relative[0]) == {name: text.replace(os.path.join(out, "audio").encode(), b"audio")
+                                     for name, text in contents(out).items()}
 
 
 def test_replacing_works_when_the_temporary_folder_is_on_another_filesystem(tmp_path, monkeypatch):

@@ -1,13 +1,15 @@
 """fairseq audio manifests (tsv): a root directory line, then ``relative/path<TAB>num_samples`` per file.
 
-A relative root is resolved against the manifest's own folder (fairseq resolves it against the working
-directory; an absolute root, as ``wav2vec_manifest.py`` writes, behaves identically in both), so a corpus
-with its manifests can be moved or cloned anywhere.
+The corpus tools write an absolute root, as fairseq's ``wav2vec_manifest.py`` does, so fairseq's own tasks
+(``audio_finetuning``, ``hubert_pretraining``), which join the root with the working directory, read them
+from anywhere. A relative root (committed, portable corpora such as ``manifests/demo``, and manifests from
+older versions) is resolved here against the manifest's own folder; ``write_absolute_copies``
+(``scripts/absolute_manifests.py``) turns such a folder into one fairseq's tasks read.
 """
 
 import os
 from dataclasses import dataclass
-from typing import List
+from typing import Dict, List
 
 
 class ManifestError(ValueError):
@@ -99,3 +101,80 @@ def _parse_line(manifest_path: str, number: int, text: str, root: str, check_fil
             f"regenerate the manifest"
         )
     return ManifestEntry(path=audio_path, num_samples=num_samples, line=number)
+
+
+# ------------------------------------------------------------------------------- absolute copies for fairseq
+
+
+def absolute_manifest_text(manifest: Manifest) -> str:
+    """The manifest with its root as an absolute path and the audio lines as they were."""
+    with open(manifest.path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    body = [line for line in lines[1:] if line.strip()]
+    return "\n".join([manifest.root, *body]) + "\n"
+
+
+def is_manifest_file(path: str) -> bool:
+    """A ``.tsv`` whose first line has no tab (a root line): other tables (``voices.tsv``, ``rejected.tsv``,
+    ``sentences.tsv``) start with a tab-separated header."""
+    if not path.endswith(".tsv") or not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    return bool(first.strip()) and "\t" not in first
+
+
+def absolute_copy_texts(source: str) -> Dict[str, str]:
+    """File name -> text of the absolute copy of the folder ``source``: every manifest with its root made
+    absolute (each checked: root, files, counts), the side files of their splits (``train.ltr``, ``train.phn``,
+    ...) and the ``dict.*.txt`` dictionaries, unchanged."""
+    if not os.path.isdir(source):
+        raise ManifestError(f"{source}: not a folder; give the folder holding the .tsv manifests")
+    names = sorted(os.listdir(source))
+    manifests = [name for name in names if is_manifest_file(os.path.join(source, name))]
+    if not manifests:
+        raise ManifestError(f"{source}: no manifest (a .tsv whose first line is the audio root) found")
+    splits = {name[: -len(".tsv")] for name in manifests}
+    texts = {name: absolute_manifest_text(read_manifest(os.path.join(source, name))) for name in manifests}
+    for name in names:
+        path = os.path.join(source, name)
+        stem, _, ext = name.partition(".")
+        side = stem in splits and ext and name not in texts and not ext.endswith("tsv")
+        dictionary = name.startswith("dict.") and name.endswith(".txt")
+        if os.path.isfile(path) and (side or dictionary):
+            with open(path, encoding="utf-8") as handle:
+                texts[name] = handle.read()
+    return texts
+
+
+def write_absolute_copies(source: str, out: str, force: bool = False) -> List[str]:
+    """Write ``absolute_copy_texts(source)`` into the folder ``out``; returns the paths written.
+
+    ``out`` must not be ``source`` (the relative manifests stay as they are); files already in ``out`` are
+    replaced only with ``force``. Every text is written to a temporary file first and renamed at the end.
+    """
+    if os.path.realpath(source) == os.path.realpath(out):
+        raise ManifestError(f"{out} is the source folder; the copies go to another folder (--out), the "
+                            f"relative manifests stay as they are")
+    texts = absolute_copy_texts(source)
+    existing = sorted(name for name in texts if os.path.exists(os.path.join(out, name)))
+    if existing and not force:
+        raise ManifestError(f"{out} already holds {', '.join(existing)}; pass --force to replace them "
+                            f"(or choose another --out)")
+    os.makedirs(out, exist_ok=True)
+    temporary = {}
+    try:
+        for name, text in texts.items():
+            temporary[name] = os.path.join(out, f".{name}.tmp-{os.getpid()}")
+            with open(temporary[name], "w", encoding="utf-8") as handle:
+                handle.write(text)
+    except BaseException:
+        for path in temporary.values():
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    written = []
+    for name, path in temporary.items():
+        os.replace(path, os.path.join(out, name))
+        written.append(os.path.join(out, name))
+    return written

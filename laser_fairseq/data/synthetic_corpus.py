@@ -3,7 +3,9 @@
 Layout of the output folder (see docs/synthetic_corpus.md for the contract other code relies on):
 
 - ``audio/<sentence_id>_<voice_id>.flac``: 16 kHz mono 16-bit FLAC;
-- ``{train,valid,test}.tsv``: root line ``audio`` (relative to the manifest's folder), then
+- ``{train,valid,test}.tsv``: root line ``OUT/audio`` as an absolute path (as fairseq's ``wav2vec_manifest.py``
+  writes it, so fairseq's own tasks read the manifests from any working directory; with ``relative_root``
+  ``audio``, relative to the manifest's folder, for a corpus to move or commit), then
   ``<utt>.flac<TAB>num_samples``, sorted by sentence then voice;
 - per split, one line per audio line: ``.wrd`` (words), ``.ltr`` (letters), ``.sent`` (sentence id),
   ``.voice`` (voice id), ``.phones`` (espeak's phones, pauses left out), ``.phn`` (one phone per 50 Hz frame);
@@ -12,7 +14,8 @@ Layout of the output folder (see docs/synthetic_corpus.md for the contract other
 
 Splits are by sentence (valid/test sentences never occur in train). Everything is written into a temporary
 sibling folder that is renamed into place at the end; an existing corpus is only replaced with ``force``.
-The same settings give byte-identical folders, whatever the number of worker processes.
+The same settings give byte-identical folders, whatever the number of worker processes (apart from the
+manifests' absolute root line, which names the folder; with ``relative_root`` byte-identical wherever built).
 """
 
 import json
@@ -208,9 +211,9 @@ def _lines(values: Iterable[str]) -> str:
     return "".join(f"{value}\n" for value in values)
 
 
-def split_texts(split: str, records: Sequence[Record]) -> Dict[str, str]:
-    """The manifest and side files of one split."""
-    texts = {f"{split}.tsv": _lines([AUDIO_DIR] + [f"{r.utterance_id}.flac\t{r.num_samples}" for r in records])}
+def split_texts(split: str, records: Sequence[Record], root: str = AUDIO_DIR) -> Dict[str, str]:
+    """The manifest (root line ``root``) and side files of one split."""
+    texts = {f"{split}.tsv": _lines([root] + [f"{r.utterance_id}.flac\t{r.num_samples}" for r in records])}
     columns = {
         "wrd": [r.words for r in records],
         "ltr": [letters(r.words) for r in records],
@@ -266,12 +269,13 @@ def corpus_description(settings: CorpusSettings, by_split: Dict[str, List[Record
     }
 
 
-def corpus_texts(settings: CorpusSettings, splits: Dict[str, List[Sentence]], records: List[Record]) -> Dict[str, str]:
-    """File name -> content of every text output."""
+def corpus_texts(settings: CorpusSettings, splits: Dict[str, List[Sentence]], records: List[Record],
+                 root: str = AUDIO_DIR) -> Dict[str, str]:
+    """File name -> content of every text output; ``root`` is the manifests' root line."""
     by_split = {split: [r for r in records if r.split == split] for split in SPLITS}
     texts: Dict[str, str] = {}
     for split in SPLITS:
-        texts.update(split_texts(split, by_split[split]))
+        texts.update(split_texts(split, by_split[split], root))
     texts["dict.ltr.txt"] = letter_dictionary(letters(r.words) for r in records)
     texts["dict.phn.txt"] = letter_dictionary(r.frame_labels for r in records)
     texts["voices.tsv"] = voices_text(VOICES[: settings.voices])
@@ -326,8 +330,12 @@ def build_corpus(
     force: bool = False,
     progress_seconds: float = 10.0,
     log: Callable[[str], None] = log_to_stderr,
+    relative_root: bool = False,
 ) -> BuildResult:
-    """Make the corpus described in the module doc in ``out``; a progress line every ``progress_seconds``."""
+    """Make the corpus described in the module doc in ``out``; a progress line every ``progress_seconds``.
+
+    The manifests' root is ``out/audio`` as an absolute path, or ``audio`` with ``relative_root``.
+    """
     start = time.monotonic()
     settings = settings.resolved()
     out = os.path.abspath(out)
@@ -348,7 +356,8 @@ def build_corpus(
             if now - last_report >= progress_seconds:
                 last_report = now
                 log(progress_line(len(records), len(jobs), now - start))
-        for name, text in corpus_texts(settings, split_sentences(settings), records).items():
+        root = AUDIO_DIR if relative_root else os.path.join(out, AUDIO_DIR)
+        for name, text in corpus_texts(settings, split_sentences(settings), records, root).items():
             with open(os.path.join(temporary, name), "w", encoding="utf-8") as handle:
                 handle.write(text)
         refuse_to_overwrite(out, force)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, List
 
-from ..data.manifest import Manifest, read_manifest
+from ..data.manifest import absolute_manifest_text, read_manifest
 from ..export import sha256_of
 from .files import write_text
 
@@ -65,14 +65,6 @@ def write_run_data(data_dir: str, names: Iterable[str], out_dir: str) -> List[st
         write_text(os.path.join(out_dir, name), text)
         written.append(name)
     return written
-
-
-def absolute_manifest_text(manifest: Manifest) -> str:
-    """The manifest with its root as an absolute path and the audio lines as they were."""
-    with open(manifest.path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    body = [line for line in lines[1:] if line.strip()]
-    return "\n".join([manifest.root, *body]) + "\n"
 
 
 def _check_side_files(data_dir: str, manifest_name: str, count: int):

@@ -90,6 +90,7 @@ class LaserRun:
     # float16 / bfloat16 when trained with common.(memory_efficient_)fp16 / bf16: fairseq then converts the whole
     # model, so the frozen tensors ran (and were saved, as float32) rounded to that precision
     weight_precision: Optional[torch.dtype] = None
+    cfg: Optional[dict] = None  # the whole training cfg (the model card reports its LASER settings)
 
 
 def read_laser_run(path: str, extra_safe_globals: Iterable[str] = ()) -> LaserRun:
@@ -110,6 +111,7 @@ def read_laser_run(path: str, extra_safe_globals: Iterable[str] = ()) -> LaserRu
         num_updates=history[-1].get("num_updates"),
         model_state=state["model"],
         weight_precision=_weight_precision(state["cfg"].get("common") or {}),
+        cfg=state["cfg"],
     )
 
 
@@ -574,9 +576,21 @@ def export_checkpoint(
     upstream: Optional[str] = None,
     force: bool = False,
     extra_safe_globals: Iterable[str] = (),
+    card=None,
 ) -> ExportReport:
-    """Export, verify and describe. Raises ExportError / CheckpointError with a message naming the file."""
+    """Export, verify and describe. Raises ExportError / CheckpointError with a message naming the file.
+
+    ``card`` (model_card.CardOptions: base model id, license, a study's results) describes the model card an
+    HF export gets as README.md; an HF export gets a card in any case, other formats none.
+    """
+    from .model_card import CardOptions, read_effect, write_model_card
+
     plan = plan_export(laser_checkpoint, fmt, upstream, extra_safe_globals)
+    if card is not None and card != CardOptions() and plan.fmt != HF:
+        raise ExportError(f"--base-model, --license and --effect-results describe the model card, which only "
+                          f"--format hf writes (this export is {plan.fmt})")
+    if card is not None and card.effect_results:
+        read_effect(card.effect_results)  # a bad results file stops before anything is written
     check_output_path(output, [plan.run.path, plan.source.path], force, is_directory_format=plan.fmt == HF)
     notes = []
     if plan.fmt == HF:
@@ -585,6 +599,8 @@ def export_checkpoint(
         difference = write_hf_export(plan, output, extra_safe_globals)
         notes.append(f"transformers loads it with no missing/unexpected keys; hidden states of every layer within "
                      f"{difference:.2g} of LASER's upstream on a padded batch (relative where |h| > 1)")
+        card_path = write_model_card(plan, output, card or CardOptions())
+        notes.append(f"model card: {card_path}")
     else:
         write_verified(CHECKPOINT_BUILDERS[plan.fmt](plan.source, plan.merged), output, plan)
     report = build_report(plan, output)

@@ -13,6 +13,11 @@ format: fairseq or s3prl's converted format (HuBERT), unilm (WavLM), or a Huggin
 (a run started from one). --format hf writes such a directory from any upstream. The output is read back and
 checked tensor by tensor (an hf directory also by transformers itself, hidden states of every layer) before
 success is reported. See docs/export.md, docs/huggingface.md and docs/checkpoints.md.
+
+--format hf also writes a model card, README.md in the directory: the base model (--base-model, its Hub id),
+the LASER settings and updates read from the checkpoint, the sha256 of the checkpoint, the upstream and the
+weights, the measured effect of a study (--effect-results, a results.json of scripts/evaluate_laser.py),
+the license (--license; unknown unless given) and the LASER paper's citation.
 """
 
 import argparse
@@ -24,6 +29,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' load
 
 from laser_fairseq.checkpoint_io import CheckpointError  # noqa: E402
 from laser_fairseq.export import ALL_FORMATS, export_checkpoint  # noqa: E402
+from laser_fairseq.model_card import CardOptions  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -44,6 +50,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "--force", action="store_true", help="replace an existing output file or directory (never an input)"
     )
+    parser.add_argument("--base-model", default=None, metavar="HUB_ID",
+                        help="model card (--format hf): the Hub id of the upstream, e.g. facebook/hubert-base-ls960")
+    parser.add_argument("--license", default=None, metavar="ID",
+                        help="model card (--format hf): the Hub license id of the export, e.g. mit (default: "
+                             "unknown, said so in the card; the base model's terms apply)")
+    parser.add_argument("--effect-results", default=None, metavar="FILE",
+                        help="model card (--format hf): a study's results.json (scripts/evaluate_laser.py) whose "
+                             "measured effect the card reports")
     parser.add_argument(
         "--extra-safe-globals", nargs="*", default=[], metavar="module.Class",
         help="extra classes the checkpoints may unpickle under weights-only loading; only for files you trust",
@@ -57,6 +71,7 @@ def main(argv=None):
         report = export_checkpoint(
             args.checkpoint, args.output, fmt=args.format, upstream=args.upstream, force=args.force,
             extra_safe_globals=args.extra_safe_globals,
+            card=CardOptions(base_model=args.base_model, license=args.license, effect_results=args.effect_results),
         )
     except CheckpointError as error:
         sys.exit(f"error: {error}")

@@ -1158,7 +1158,7 @@ def hf_files(tmp_path_factory):
 def test_an_hf_export_is_a_transformers_directory_verified_and_refused_over_an_existing_one(hf_files, tmp_path):
     output = tmp_path / "exported"
     report = export_checkpoint(hf_files.laser_path, str(output))
-    assert sorted(os.listdir(output)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(os.listdir(output)) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     assert any(note.startswith("transformers loads it with no missing/unexpected keys; hidden states of every "
                                "layer within ") for note in report.notes)
     verify_export(str(output), hf_files.laser_path)
@@ -1203,4 +1203,4 @@ def test_an_hf_export_of_a_source_that_needs_extra_safe_globals_reads_it_with_th
     allowed = ["fractions.Fraction"]
     export_checkpoint(laser, output, fmt="hf", upstream=original, extra_safe_globals=allowed)
     verify_export(output, laser, fmt="hf", upstream=original, extra_safe_globals=allowed)
-    assert sorted(os.listdir(output)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(os.listdir(output)) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]

@@ -136,7 +136,7 @@ def test_laser_from_an_hf_directory_exports_back_to_one(hf, tmp_path, name):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"({kind}, hf format), verified" in result.stdout and "no missing/unexpected keys" in result.stdout
-    assert sorted(os.listdir(output)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(os.listdir(output)) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
 
     exported, model = hf_weights(output, kind)
     source, _ = hf_weights(hf[name], kind)
@@ -196,7 +196,7 @@ def test_an_hf_export_never_overwrites_without_force_nor_an_input(hf, tmp_path):
     with pytest.raises(ExportError, match="this is an input of the export"):
         export_checkpoint(laser, hf["hubert"], force=True)
     export_checkpoint(laser, str(output), force=True)
-    assert sorted(os.listdir(output)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(os.listdir(output)) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary or set-aside directory left
 
 

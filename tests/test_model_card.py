@@ -160,3 +160,30 @@ def test_settings_fall_back_to_the_config_defaults():
     assert (settings.frozen_layers, settings.alpha, settings.sdtw_weight, settings.num_updates) == (9, 0.4, 1.0, None)
     text = model_card.model_card_text("wavlm", settings, "c.pt", "0" * 64, "WavLM-Base.pt", None, "1" * 64)
     assert row(text, "updates").startswith("unknown") and "K = 9 frozen" in text and "WavLMModel" in text
+
+
+def test_the_docs_push_commands_fit_the_installed_huggingface_hub():
+    """docs/huggingface.md's publishing block, checked offline: the imported names exist, every call binds to
+    their signatures, and the CLI's login command exists (nothing reaches the network)."""
+    import ast
+    import inspect
+
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    with open(os.path.join(REPO, "docs", "huggingface.md"), encoding="utf-8") as handle:
+        doc = handle.read()
+    block = doc.split("python - <<'PY'\nfrom huggingface_hub import create_repo, upload_folder")[1].split("PY\n```")[0]
+    tree = ast.parse("from huggingface_hub import create_repo, upload_folder" + block)
+    calls = {node.func.id: node for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Name)}
+    assert set(calls) == {"create_repo", "upload_folder"}
+    for name, call in calls.items():
+        signature = inspect.signature(getattr(huggingface_hub, name))
+        signature.bind(*[None] * len(call.args), **{keyword.arg: None for keyword in call.keywords})
+    assert "RepoUrl" in str(inspect.signature(huggingface_hub.create_repo).return_annotation)
+    assert huggingface_hub.RepoUrl("https://huggingface.co/YOUR_NAME/laser-hubert-base").repo_id == (
+        "YOUR_NAME/laser-hubert-base")  # what create_repo returns, parsed offline
+    assert "hf auth login" in doc
+    hf = os.path.join(os.path.dirname(sys.executable), "hf")
+    done = subprocess.run([hf, "auth", "login", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Usage: hf auth login" in done.stdout
+    assert "ModelCard.load(" in doc and hasattr(huggingface_hub.ModelCard, "push_to_hub")

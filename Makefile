@@ -3,7 +3,7 @@
 #   make install   create/update .venv with pinned versions (constraints.txt); a no-op when up to date
 #   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
 #   make test      install, then the test suite
-#   make real-geometry   install, then the README's workflow (train, export, load) at HuBERT/WavLM Base shape (~2.5 min)
+#   make real-geometry   install, then the README's workflow (train, export, load) at HuBERT/WavLM Base shape (3-7 min)
 #   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
 #   make mutate    install, then mutation testing of one scope of the core (default: composition, ~7 min); docs/mutation_report*.md
 #   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus

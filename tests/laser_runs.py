@@ -5,6 +5,9 @@ import subprocess
 import sys
 from typing import Sequence
 
+import torch
+
+from laser_fairseq.checkpoint_io import load_checkpoint
 from laser_fairseq.tiny_upstream import save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,3 +36,21 @@ def run_laser_training(upstream: str, run_dir: str, max_update: int, overrides: 
         log.write(result.stdout)
     assert result.returncode == 0, result.stdout[-4000:]
     return result.stdout
+
+
+def saved_update(checkpoint_path):
+    state = load_checkpoint(checkpoint_path)
+    return state["optimizer_history"][-1]["num_updates"]
+
+
+def assert_bit_identical(path_a, path_b):
+    """torch.equal on every tensor of the model state and of the optimizer state."""
+    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
+    assert a["model"].keys() == b["model"].keys()
+    different = [key for key in a["model"] if not torch.equal(a["model"][key], b["model"][key])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
+    optimizer_a, optimizer_b = a["last_optimizer_state"]["state"], b["last_optimizer_state"]["state"]
+    assert optimizer_a.keys() == optimizer_b.keys()
+    for index in optimizer_a:
+        for name, value in optimizer_a[index].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(optimizer_b[index][name])), (index, name)

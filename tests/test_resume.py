@@ -16,9 +16,8 @@ import sys
 import time
 
 import pytest
-import torch
 
-from laser_fairseq.checkpoint_io import load_checkpoint
+from laser_runs import assert_bit_identical, saved_update
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
@@ -84,24 +83,6 @@ def kill_when_logged(process, log_path, marker, timeout=400):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     raise AssertionError(f"{marker!r} not logged after {timeout} s")
-
-
-def saved_update(checkpoint_path):
-    state = load_checkpoint(checkpoint_path)
-    return state["optimizer_history"][-1]["num_updates"]
-
-
-def assert_bit_identical(path_a, path_b):
-    """torch.equal on every tensor of the model state and of the optimizer state."""
-    a, b = load_checkpoint(path_a), load_checkpoint(path_b)
-    assert a["model"].keys() == b["model"].keys()
-    different = [key for key in a["model"] if not torch.equal(a["model"][key], b["model"][key])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
-    optimizer_a, optimizer_b = a["last_optimizer_state"]["state"], b["last_optimizer_state"]["state"]
-    assert optimizer_a.keys() == optimizer_b.keys()
-    for index in optimizer_a:
-        for name, value in optimizer_a[index].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(optimizer_b[index][name])), (index, name)
 
 
 def killed_and_resumed(upstream, run_dir, num_workers, beside=None, tear_last=False):

@@ -105,7 +105,7 @@ def _cxx_runtime() -> List[str]:
 
 PACKAGES = {
     "torch": lambda: _python_files("torch") + [os.path.join(_package_dir("torch"), "lib", "libtorch_cpu.so")],
-    "fairseq": lambda: _python_files("fairseq"),
+    "fairseq": lambda: _python_files("fairseq") + _python_files("fairseq_cli"),  # one distribution, two packages
     "s3prl": lambda: _python_files("s3prl"),
     "Python's dataclasses": lambda: [dataclasses.__file__],
     "the C++ runtime": _cxx_runtime,

@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -14,6 +14,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
 from ..checkpoint_recovery import LAST, ensure_resumable
+from ..preemption import StopSignals, finished, parse_signals, run_config, train_nothing
 from ..data.manifest import read_manifest
 from ..data.paired_dataset import PairedPerturbedAudioDataset
 from ..data.perturbation import SpeedPitchPerturber
@@ -68,6 +69,13 @@ class LaserTaskConfig(FairseqDataclass):
         metadata={"help": "set from checkpoint.save_dir: checked at start-up so that a checkpoint_last.pt torn "
                           "by a kill is replaced by the newest intact checkpoint before fairseq resumes"},
     )
+    stop_signals: List[str] = field(
+        default_factory=lambda: ["SIGUSR1"],
+        metadata={"help": "signals on which a training process saves a checkpoint after the current update and "
+                          "exits with status 0 (all ranks agree on the update), so that the same command resumes; "
+                          "SIGUSR1 is what examples/laser/slurm/laser.sbatch forwards before the time limit. "
+                          "[] leaves every signal's default action (SIGUSR1 kills the process)"},
+    )
     restore_file: str = field(
         default=II("checkpoint.restore_file"),
         metadata={"help": "set from checkpoint.restore_file: the start-up check runs only for the default "
@@ -83,6 +91,7 @@ class LaserTask(FairseqTask):
 
     def __init__(self, cfg: LaserTaskConfig):
         super().__init__(cfg)
+        self.stop_signals = None  # a StopSignals on a training launch (setup_task)
         self.perturber = SpeedPitchPerturber(
             sample_rate=cfg.sample_rate,
             speed_factors=tuple(cfg.speed_factors),
@@ -93,9 +102,27 @@ class LaserTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: LaserTaskConfig, **kwargs):
+        task = cls(cfg)
         if not kwargs.get("from_checkpoint"):  # a training launch, not a trained model being loaded
-            _make_resumable(cfg)
-        return cls(cfg)
+            signals = parse_signals(cfg.stop_signals)
+            resumed_updates = _make_resumable(cfg)
+            run = run_config(cfg)
+            if run is not None:
+                if resumed_updates is not None and finished(resumed_updates, run):
+                    logger.warning(
+                        f"{os.path.join(cfg.save_dir, LAST)} holds {resumed_updates} updates, "
+                        f"optimization.max_update={run.optimization.max_update}: the run is finished, nothing is "
+                        f"trained (raise optimization.max_update and lr_scheduler.total_num_update to train on)"
+                    )
+                    train_nothing(run)
+                task.stop_signals = StopSignals(signals, run).install()
+        return task
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
+        """fairseq's step, after the ranks have agreed whether a stop signal asks to end after this update."""
+        if self.stop_signals is not None:
+            self.stop_signals.check(update_num)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         """fairseq's batch iterator; without data workers, also without fairseq's prefetch thread.
@@ -135,12 +162,19 @@ class LaserTask(FairseqTask):
         return None
 
 
-def _make_resumable(cfg: LaserTaskConfig) -> None:
-    """Rank 0 replaces a torn checkpoint_last.pt before fairseq, on every rank, looks for it."""
+def _make_resumable(cfg: LaserTaskConfig) -> Optional[int]:
+    """Rank 0 replaces a torn checkpoint_last.pt before fairseq, on every rank, looks for it.
+
+    Returns the number of updates fairseq will resume from (rank 0's answer on every rank), None when it
+    starts from scratch or from another restore_file.
+    """
     if cfg.restore_file != LAST:
-        return
+        return None
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    answer = [None]
     if not distributed or torch.distributed.get_rank() == 0:
-        ensure_resumable(cfg.save_dir)
+        point = ensure_resumable(cfg.save_dir)
+        answer[0] = None if point is None else point.num_updates
     if distributed:
-        torch.distributed.barrier()
+        torch.distributed.broadcast_object_list(answer, src=0)
+    return answer[0]

@@ -411,21 +411,29 @@ def bench_perturbation(seconds: float, repeats: int):
     rows = []
     for name, fn, shift in (("ours (rational 9/8)", ours, semitones_of(pitch_ratio(2.0))),
                             ("torchaudio PitchShift", stock, 2.0)):
+        gc.collect()
+        resident_before = memory_mb("VmRSS")
+        start = time.perf_counter()
         fn()  # warm-up (the stock transform builds its resampling kernel on the first call)
+        first_ms = 1000 * (time.perf_counter() - start)
+        first_mb = memory_mb("VmRSS") - resident_before  # what the first call left resident (its kernel)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        rows.append((name, 1000 * statistics.median(times), shift, [1000 * t for t in times]))
+        rows.append((name, 1000 * statistics.median(times), shift, [1000 * t for t in times], first_ms, first_mb))
     print(f"\nPerturbation of one {seconds:g} s utterance (speed 1.1, then +2 semitones), 1 thread, median of {repeats}")
     print(f"{'implementation':<24}{'ms':>10}{'semitones':>11}{'ratio':>8}")
-    for name, ms, shift, _ in rows:
+    for name, ms, shift, *_ in rows:
         print(f"{name:<24}{ms:>10.1f}{shift:>11.3f}{ms / rows[0][1]:>7.1f}x")
+    print("first call: " + ", ".join(f"{name} {first_ms / 1000:.1f} s, +{first_mb:.0f} MB resident"
+                                     for name, _, _, _, first_ms, first_mb in rows))
     torch.set_num_threads(threads)
     return {"seconds": seconds, "repeats": repeats,
-            "rows": [{"name": name, "median_ms": ms, "semitones": shift, "ratio": ms / rows[0][1], "times_ms": t}
-                     for name, ms, shift, t in rows]}
+            "rows": [{"name": name, "median_ms": ms, "semitones": shift, "ratio": ms / rows[0][1], "times_ms": t,
+                      "first_call_ms": first_ms, "first_call_resident_mb": first_mb}
+                     for name, ms, shift, t, first_ms, first_mb in rows]}
 
 
 def main(argv=None):

@@ -437,10 +437,12 @@ def print_table(title: str, rows: list[Row]) -> None:
 
 
 def section_result(title: str, rows: list[Row]) -> dict:
-    """One section as stored in soft_dtw.json: its title and rows, each with ``vs_ours`` (median / ours')."""
+    """One section as stored in soft_dtw.json: its title and rows, each with ``vs_ours`` (median / ours') and
+    ``min_ms`` (the fastest of its runs)."""
     base = next((r.median_ms for r in rows if r.name == "ours (numba)" and r.median_ms), None)
     return {"title": title,
-            "rows": [{**asdict(r), "vs_ours": (r.median_ms / base if (r.median_ms and base) else None)}
+            "rows": [{**asdict(r), "vs_ours": (r.median_ms / base if (r.median_ms and base) else None),
+                      "min_ms": min(r.times_ms) if r.times_ms else None}
                      for r in rows]}
 
 

@@ -4,7 +4,9 @@
 #   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
 #   make test      install, then the test suite
 #   make real-geometry   install, then the README's workflow (train, export, load) at HuBERT/WavLM Base shape (3-7 min)
-#   make bench     install, then scripts/benchmark.py and scripts/benchmark_step.py
+#   make bench     install, then the benchmarks (soft-DTW, training step, phone probe); their result files go to
+#                  BENCH_OUT (default: the committed benchmarks/results, which the docs quote) -- running it
+#                  deliberately updates the committed results; `make bench BENCH_OUT=outputs/bench` does not
 #   make mutate    install, then mutation testing of one scope of the core (default: composition, ~7 min); docs/mutation_report*.md
 #   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
@@ -48,9 +50,13 @@ test: install
 real-geometry: install
 	$(PY) -m pytest -q tests/real_geometry.py
 
+BENCH_OUT ?= benchmarks/results
 bench: install
-	$(PY) scripts/benchmark.py --omp-wait-policy passive --flush-denormal
-	$(PY) scripts/benchmark_step.py
+	$(PY) scripts/benchmark.py --omp-wait-policy passive --flush-denormal --out $(BENCH_OUT)
+	$(PY) scripts/benchmark_step.py --out $(BENCH_OUT)
+	$(PY) scripts/benchmark_phone_probe.py --utterances 3000 --seconds 2 --dim 768 --out $(BENCH_OUT)
+	$(PY) scripts/benchmark_phone_probe.py --utterances 3000 --train-utterances 3000 --seconds 2 --dim 768 \
+	  --name phone_probe_train3000 --out $(BENCH_OUT)
 
 # mutmut over the core modules with the fast tests ([tool.mutmut] in pyproject.toml, docs/contributing.md).
 # A fresh run each time (mutants/ is mutmut's working copy); MUTATE_JOBS mutants are tested at once.

@@ -28,9 +28,13 @@ OpenMP runtimes otherwise spin against each other on few cores); ``--flush-denor
 torch.set_flush_denormal(True) for the whole process (our kernels never produce denormals; other
 implementations' gradient matmuls may slow down on them).
 
+Results: ``--out DIR`` also writes DIR/soft_dtw.json (every row's numbers and timings, the command, date,
+machine, load average before/after and versions; laser_fairseq/bench_results.py). ``make bench`` writes the
+committed benchmarks/results/soft_dtw.json, from which docs/soft_dtw.md and README.md quote.
+
 Example:
   python scripts/benchmark.py --threads 2 --repeats 7
-  python scripts/benchmark.py --skip-slow --sections variable
+  python scripts/benchmark.py --skip-slow --sections variable --out outputs/bench
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -72,6 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="OMP_WAIT_POLICY to set before importing torch")
     p.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the results to OUT/soft_dtw.json (make bench: benchmarks/results)")
     return p.parse_args(argv)
 
 
@@ -104,6 +109,7 @@ class Row:
     grad_err: Optional[float] = None
     grad_rel: Optional[float] = None
     note: str = ""
+    times_ms: list = field(default_factory=list)
 
 
 def make_inputs(batch: int, x_lengths, y_lengths, dim: int, gamma: float, seed: int) -> Inputs:
@@ -357,9 +363,9 @@ def compare(inp: Inputs, args, extra: Optional[list] = None) -> list[Row]:
         ms = statistics.median(times[name])
         note = f"median of {len(times[name])}, min {min(times[name]):.1f}"
         if x is inp:
-            rows[name] = Row(name, ms, *errors(outputs[name], ref), note=note)
+            rows[name] = Row(name, ms, *errors(outputs[name], ref), note=note, times_ms=times[name])
         else:
-            rows[name] = Row(name, ms, note=note)
+            rows[name] = Row(name, ms, note=note, times_ms=times[name])
     ordered = [name for name, *_ in IMPLEMENTATIONS] + [name for name, *_ in (extra or [])]
     return [rows[name] for name in ordered if name in rows]
 
@@ -408,23 +414,49 @@ SECTIONS: dict[str, Callable] = {
 # ----------------------------------------------------------------------------------------------
 
 
-def print_table(title: str, rows: list[Row]) -> None:
+def format_table(title: str, rows: list[Row]) -> str:
+    """The markdown table of one section (as docs/soft_dtw.md quotes it)."""
     base = next((r.median_ms for r in rows if r.name == "ours (numba)" and r.median_ms), None)
 
     def num(v, fmt, width):
         return format(v, fmt).rjust(width) if v is not None else "-".rjust(width)
 
-    print(f"\n## {title}\n")
-    print("| implementation | median ms | vs ours | max abs err value | rel | max abs err grad | rel | note |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    lines = [f"## {title}", "",
+             "| implementation | median ms | vs ours | max abs err value | rel | max abs err grad | rel | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         ratio = f"{r.median_ms / base:.2f}x" if (r.median_ms and base) else "-"
-        print(f"| {r.name} | {num(r.median_ms, '.1f', 9)} | {ratio:>7} | {num(r.values_err, '.2e', 9)} | "
-              f"{num(r.values_rel, '.1e', 7)} | {num(r.grad_err, '.2e', 9)} | {num(r.grad_rel, '.1e', 7)} | {r.note} |")
+        lines.append(f"| {r.name} | {num(r.median_ms, '.1f', 9)} | {ratio:>7} | {num(r.values_err, '.2e', 9)} | "
+                     f"{num(r.values_rel, '.1e', 7)} | {num(r.grad_err, '.2e', 9)} | {num(r.grad_rel, '.1e', 7)} | "
+                     f"{r.note} |")
+    return "\n".join(lines)
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    print("\n" + format_table(title, rows))
+
+
+def section_result(title: str, rows: list[Row]) -> dict:
+    """One section as stored in soft_dtw.json: its title and rows, each with ``vs_ours`` (median / ours') and
+    ``min_ms`` (the fastest of its runs)."""
+    base = next((r.median_ms for r in rows if r.name == "ours (numba)" and r.median_ms), None)
+    return {"title": title,
+            "rows": [{**asdict(r), "vs_ours": (r.median_ms / base if (r.median_ms and base) else None),
+                      "min_ms": min(r.times_ms) if r.times_ms else None}
+                     for r in rows]}
+
+
+def rows_of(section: dict) -> list[Row]:
+    """The rows of a stored section (``section_result``) back as ``Row``s."""
+    names = set(Row.__dataclass_fields__)
+    return [Row(**{k: v for k, v in row.items() if k in names}) for row in section["rows"]]
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from laser_fairseq.bench_results import Recorder
+
+    recorder = Recorder("soft_dtw", args, None if argv is None else ["scripts/benchmark.py", *argv])
     if args.omp_wait_policy != "default":
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     import numba
@@ -434,14 +466,18 @@ def main(argv=None) -> None:
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.flush_denormal:
         torch.set_flush_denormal(True)
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads, layer {numba.config.THREADING_LAYER}), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    header = (f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba {numba.__version__} "
+              f"({numba.get_num_threads()} threads, layer {numba.config.THREADING_LAYER}), "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print(header)
+    sections = {}
     for name in args.sections:
         if name not in SECTIONS:
             raise SystemExit(f"unknown section {name!r}; choose from {sorted(SECTIONS)}")
         title, rows = SECTIONS[name](args)
         print_table(title, rows)
+        sections[name] = section_result(title, rows)
+    recorder.write(args.out, {"header": header, "sections": sections})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ every 5th sentence) train three linear probes, each choosing its regulariser on 
 Reports test frame accuracy, PER and seconds for each.
 
     python scripts/benchmark_phone_probe.py --corpus data/synth --context 4
+
+Results: ``--out DIR`` also writes DIR/phone_probe.json (``--name`` changes the file name; the timings, the
+comparison's rows, the command, date, machine, load average before/after and versions;
+laser_fairseq/bench_results.py). ``make bench`` writes the committed benchmarks/results/phone_probe*.json,
+from which docs/phone_probe.md quotes.
 """
 
 import argparse
@@ -63,6 +68,8 @@ def parse_args(argv=None):
                         "frames on each side (default 0: 80 features; 4: 720)")
     parser.add_argument("--max-train-utterances", type=int, default=500,
                         help="--corpus: training utterances, evenly spaced (default 500)")
+    parser.add_argument("--out", help="write the results to OUT/NAME.json (make bench: benchmarks/results)")
+    parser.add_argument("--name", default="phone_probe", help="file name of the results (default phone_probe)")
     return parser.parse_args(argv)
 
 
@@ -199,6 +206,9 @@ def compare_classifiers(args):
     _, test_frames, test_labels = corpus_frames(args.corpus, "test", symbols, args.context)
     train, held_out_mask = list(zip(frames, labels)), selection_mask(utterances).tolist()
     dim = frames[0].shape[1]
+    result = {"training_utterances": len(train), "training_frames": sum(len(y) for y in labels),
+              "held_out_utterances": sum(held_out_mask), "test_utterances": len(test_frames),
+              "test_frames": sum(len(y) for y in test_labels), "features": dim, "classes": len(symbols), "rows": []}
     print(f"{len(train)} training utterances ({sum(len(y) for y in labels)} frames, {sum(held_out_mask)} held out), "
           f"{len(test_frames)} test utterances ({sum(len(y) for y in test_labels)} frames), {dim} features, "
           f"{len(symbols)} classes")
@@ -206,12 +216,19 @@ def compare_classifiers(args):
         started = time.perf_counter()
         predict, chosen = make(train, held_out_mask, dim, len(symbols))
         scores = phone_probe.score([predict(x) for x in test_frames], test_labels, silence)
+        seconds = time.perf_counter() - started
         print(f"  {name:8s} accuracy {scores.accuracy:.4f}  PER {scores.error_rate:.4f}  "
-              f"{time.perf_counter() - started:7.1f} s  ({chosen})", flush=True)
+              f"{seconds:7.1f} s  ({chosen})", flush=True)
+        result["rows"].append({"name": name, "accuracy": scores.accuracy, "per": scores.error_rate,
+                               "seconds": seconds, "chosen": chosen})
+    return result
 
 
 def main(argv=None):
     args = parse_args(argv)
+    from laser_fairseq.bench_results import Recorder
+
+    recorder = Recorder(args.name, args, None if argv is None else ["scripts/benchmark_phone_probe.py", *argv])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     times = time_probe(args)
@@ -220,8 +237,11 @@ def main(argv=None):
           f"{args.classes} classes:")
     print("  " + ", ".join(f"{key} {value:.2f} s" for key, value in times.items() if key != "accuracy")
           + f" (accuracy {times['accuracy']:.3f})")
+    results = {"speed": {**{f"{key}_s": value for key, value in times.items() if key != "accuracy"},
+                         "accuracy": times["accuracy"], "frames_per_utterance": frame_count(int(args.seconds * 16000))}}
     if args.corpus:
-        compare_classifiers(args)
+        results["classifiers"] = compare_classifiers(args)
+    recorder.write(args.out, results)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -30,7 +30,12 @@ Memory: each style in a fresh process, one untimed step, then
   tensors MB  the peak of torch tensor storage alive during one step (counted at the operator level, so
               independent of the allocator; numpy work arrays of the soft-DTW kernels are not included).
 
-  python scripts/benchmark_step.py [--pairs 4] [--seconds 4] [--repeats 3] [--threads 2]
+Results: ``--out DIR`` also writes DIR/training_step.json (the medians of every phase and every step, the
+memory figures, the perturbation timings, the command, date, machine, load average before/after and
+versions; laser_fairseq/bench_results.py). ``make bench`` writes the committed
+benchmarks/results/training_step.json, from which docs/training.md and README.md quote.
+
+  python scripts/benchmark_step.py [--pairs 4] [--seconds 4] [--repeats 3] [--threads 2] [--out DIR]
 """
 
 import argparse
@@ -68,6 +73,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="torch and numba threads (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-perturbation", action="store_true", help="skip the perturbation-cost table")
+    parser.add_argument("--out", help="write the results to OUT/training_step.json (make bench: benchmarks/results)")
     return parser.parse_args(argv)
 
 
@@ -235,6 +241,7 @@ def time_styles(args, folder: str, queue):
     for style, runs in samples.items():
         medians[style] = {phase: statistics.median(run[phase] for run in runs) for phase in runs[0]}
         medians[style]["total"] = statistics.median(sum(run.values()) for run in runs)
+        medians[style]["steps"] = [dict(run, total=sum(run.values())) for run in runs]
     queue.put(medians)
 
 
@@ -329,22 +336,57 @@ def fixed_mmap_threshold(threshold: int = 128 * 1024):
             os.environ["MALLOC_MMAP_THRESHOLD_"] = before
 
 
-def print_table(times: dict, memory: dict, pairs: int):
-    print(f"\nLASER training step, HuBERT-Base geometry, {pairs} pairs (median s per step; memory: peak of one "
-          f"step above its start)")
+def format_table(times: dict, memory: dict, pairs: int) -> str:
+    """The step table (as docs/training.md quotes it) from the medians and the memory figures."""
+    lines = [f"LASER training step, HuBERT-Base geometry, {pairs} pairs (median s per step; memory: peak of one "
+             f"step above its start)"]
     header = (f"{'style':<10}{'total s':>9}{'trunk s':>9}{'blocks s':>10}{'loss s':>9}{'loss %':>8}{'pairs/s':>9}"
               f"{'peak MB':>9}{'tensors MB':>12}")
-    print(header)
-    print("-" * len(header))
+    lines += [header, "-" * len(header)]
     for style in STEPS:
         phases, total = times[style], times[style]["total"]
         resident_mb, tensor_mb = memory[style]
-        print(
+        lines.append(
             f"{style:<10}{total:>9.2f}{phases['trunk']:>9.2f}{phases['blocks']:>10.2f}{phases['loss']:>9.3f}"
             f"{100 * phases['loss'] / total:>7.1f}%{pairs / total:>9.2f}{resident_mb:>9.0f}{tensor_mb:>12.0f}"
         )
-    print(f"speed-up of ours: {times['authors']['total'] / times['ours']['total']:.2f}x; memory ours/authors: "
-          f"peak {memory['ours'][0] / memory['authors'][0]:.2f}, tensors {memory['ours'][1] / memory['authors'][1]:.2f}")
+    lines.append(f"speed-up of ours: {times['authors']['total'] / times['ours']['total']:.2f}x; memory ours/authors: "
+                 f"peak {memory['ours'][0] / memory['authors'][0]:.2f}, tensors {memory['ours'][1] / memory['authors'][1]:.2f}")
+    return "\n".join(lines)
+
+
+def print_table(times: dict, memory: dict, pairs: int):
+    print("\n" + format_table(times, memory, pairs))
+
+
+def step_results(times: dict, memory: dict, pairs: int) -> dict:
+    """What training_step.json stores of the step: per style the median phases, loss share, pairs/s, memory
+    and every timed step; the speed-up and the memory ratios; the table as printed."""
+    styles = {}
+    for style in STEPS:
+        phases = times[style]
+        styles[style] = {
+            "median_s": {phase: phases[phase] for phase in ("total", "trunk", "blocks", "loss")},
+            "loss_percent": 100 * phases["loss"] / phases["total"],
+            "pairs_per_s": pairs / phases["total"],
+            "peak_mb": memory[style][0],
+            "tensors_mb": memory[style][1],
+            "steps_s": phases.get("steps", []),
+        }
+    return {
+        "styles": styles,
+        "speedup": times["authors"]["total"] / times["ours"]["total"],
+        "peak_ratio": memory["ours"][0] / memory["authors"][0],
+        "tensors_ratio": memory["ours"][1] / memory["authors"][1],
+        "table": format_table(times, memory, pairs),
+    }
+
+
+def stored_table(step: dict, pairs: int) -> str:
+    """``format_table`` from what ``step_results`` stored."""
+    times = {style: dict(entry["median_s"]) for style, entry in step["styles"].items()}
+    memory = {style: (entry["peak_mb"], entry["tensors_mb"]) for style, entry in step["styles"].items()}
+    return format_table(times, memory, pairs)
 
 
 def bench_perturbation(seconds: float, repeats: int):
@@ -353,6 +395,7 @@ def bench_perturbation(seconds: float, repeats: int):
 
     from laser_fairseq.data.perturbation import Perturbation, SpeedPitchPerturber, pitch_ratio, semitones_of
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     wave = 0.1 * torch.randn(int(seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(0))
     perturber = SpeedPitchPerturber(SAMPLE_RATE, (1.1,), (2.0,))
@@ -368,31 +411,49 @@ def bench_perturbation(seconds: float, repeats: int):
     rows = []
     for name, fn, shift in (("ours (rational 9/8)", ours, semitones_of(pitch_ratio(2.0))),
                             ("torchaudio PitchShift", stock, 2.0)):
+        gc.collect()
+        resident_before = memory_mb("VmRSS")
+        start = time.perf_counter()
         fn()  # warm-up (the stock transform builds its resampling kernel on the first call)
+        first_ms = 1000 * (time.perf_counter() - start)
+        first_mb = memory_mb("VmRSS") - resident_before  # what the first call left resident (its kernel)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        rows.append((name, 1000 * statistics.median(times), shift))
+        rows.append((name, 1000 * statistics.median(times), shift, [1000 * t for t in times], first_ms, first_mb))
     print(f"\nPerturbation of one {seconds:g} s utterance (speed 1.1, then +2 semitones), 1 thread, median of {repeats}")
     print(f"{'implementation':<24}{'ms':>10}{'semitones':>11}{'ratio':>8}")
-    for name, ms, shift in rows:
+    for name, ms, shift, *_ in rows:
         print(f"{name:<24}{ms:>10.1f}{shift:>11.3f}{ms / rows[0][1]:>7.1f}x")
+    print("first call: " + ", ".join(f"{name} {first_ms / 1000:.1f} s, +{first_mb:.0f} MB resident"
+                                     for name, _, _, _, first_ms, first_mb in rows))
+    torch.set_num_threads(threads)
+    return {"seconds": seconds, "repeats": repeats,
+            "rows": [{"name": name, "median_ms": ms, "semitones": shift, "ratio": ms / rows[0][1], "times_ms": t,
+                      "first_call_ms": first_ms, "first_call_resident_mb": first_mb}
+                     for name, ms, shift, t, first_ms, first_mb in rows]}
 
 
 def main(argv=None):
     args = parse_args(argv)
+    from laser_fairseq.bench_results import Recorder
+
+    recorder = Recorder("training_step", args, None if argv is None else ["scripts/benchmark_step.py", *argv])
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
+    results = {}
     if not args.skip_perturbation:
-        bench_perturbation(args.seconds, max(args.repeats, 3))
+        results["perturbation"] = bench_perturbation(args.seconds, max(args.repeats, 3))
     with tempfile.TemporaryDirectory() as folder:
         write_checkpoint(folder)  # once, outside the measuring processes
         times = run_in_process(time_styles, args, folder)
         with fixed_mmap_threshold():
             memory = {style: run_in_process(measure_memory, style, args, folder) for style in STEPS}
     print_table(times, memory, args.pairs)
+    results["step"] = step_results(times, memory, args.pairs)
+    recorder.write(args.out, results)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ class Recorder:
         self.command = " ".join(["python", script, *arguments])
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.load_before = load_average()
+        self.versions = versions()  # at the start: the code that ran, even if commits follow during the run
 
     def record(self, results: dict) -> dict:
         finished = datetime.datetime.now(datetime.timezone.utc)
@@ -110,7 +111,7 @@ class Recorder:
             "machine": machine(),
             "load_average": {"before": self.load_before, "after": load_average(),
                              "note": "1, 5 and 15 minute load averages of the machine (os.getloadavg)"},
-            "versions": versions(),
+            "versions": self.versions,
             "settings": self.settings,
             "results": results,
         }

@@ -160,3 +160,17 @@ def test_the_safe_globals_patch_is_needed_for_s3prls_fairseq_conversion(upstream
     with s3prl_compat.fairseq_safe_globals():
         load_and_convert_fairseq_ckpt(upstream, str(tmp_path / "with.pt"))
     assert os.path.isfile(tmp_path / "with.pt")
+
+
+def test_make_tiny_upstream_like_gives_an_untrained_model_of_the_same_shape(tmp_path):
+    from laser_fairseq.checkpoint_io import load_checkpoint
+
+    pretrained = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
+    out = str(tmp_path / "random.pt")
+    done = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_tiny_upstream.py"), "--kind", "hubert",
+                           "--like", pretrained, "--output", out], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trained, fresh = load_checkpoint(pretrained), load_checkpoint(out)
+    assert fresh["cfg"]["model"] == trained["cfg"]["model"]
+    assert {k: v.shape for k, v in fresh["model"].items()} == {k: v.shape for k, v in trained["model"].items()}
+    assert not all((fresh["model"][k] == v).all() for k, v in trained["model"].items())

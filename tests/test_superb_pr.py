@@ -174,3 +174,21 @@ def test_make_tiny_upstream_like_gives_an_untrained_model_of_the_same_shape(tmp_
     assert fresh["cfg"]["model"] == trained["cfg"]["model"]
     assert {k: v.shape for k, v in fresh["model"].items()} == {k: v.shape for k, v in trained["model"].items()}
     assert not all((fresh["model"][k] == v).all() for k, v in trained["model"].items())
+
+
+def test_an_upstream_s3prl_has_no_class_for_is_served_by_ours(tmp_path):
+    """A Hugging Face directory (as a LASER training checkpoint) goes through our upstream, inside s3prl's
+    S3PRLUpstream: one hidden state per block plus the CNN output, 320 samples per frame, padded batches."""
+    import torch
+
+    from laser_fairseq.evaluation.s3prl_upstream import OURS, project_upstream, upstream_route
+    from laser_fairseq.tiny_upstream import save_tiny_hf_directory
+
+    path = str(tmp_path / "hf")
+    save_tiny_hf_directory(path, "hubert", layers=2, dim=64)
+    assert upstream_route(path) == OURS
+    upstream = project_upstream(path, str(tmp_path / "work")).eval()
+    assert upstream.num_layers == 3 and upstream.downsample_rates == [320] * 3
+    with torch.no_grad():
+        states, lengths = upstream(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+    assert len(states) == 3 and states[0].shape[:2] == (2, 50) and lengths[0].tolist() == [50, 25]

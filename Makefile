@@ -34,8 +34,8 @@ $(STAMP): $(INSTALL_INPUTS)
 	@# alone and would hand back a build for another torch (undefined symbols in fairseq.libbase).
 	$(PY) -c "import fairseq, fairseq.libbase, fairseq.data.data_utils_fast" 2>/dev/null || \
 	  env -u CUDA_HOME $(PIP) install -q -c constraints.txt --no-build-isolation --no-cache-dir fairseq-fixed
-	$(PIP) install -q -c constraints.txt -e '.[test,bench,analysis,hf,dev]'
-	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, espeakng_loader, transformers, laser_fairseq"
+	$(PIP) install -q -c constraints.txt -e '.[test,bench,analysis,hf,dev,superb]'
+	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, espeakng_loader, transformers, librosa, pandas, tensorboard, laser_fairseq"
 	$(PIP) check
 	@rm -f $(VENV)/.installed-*
 	@touch $@

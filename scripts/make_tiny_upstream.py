@@ -4,6 +4,8 @@
     python scripts/make_tiny_upstream.py --kind hubert --output outputs/demo/tiny_hubert.pt
     python scripts/make_tiny_upstream.py --kind wavlm --output outputs/demo/tiny_wavlm.pt --layers 4 --dim 64
     python scripts/make_tiny_upstream.py --kind hubert --format hf --output outputs/demo/tiny_hubert_hf
+    python scripts/make_tiny_upstream.py --kind hubert --like examples/hubert_pretraining/tiny_progressive_hubert.pt \
+        --output outputs/superb/random_tiny_hubert.pt
 
 HuBERT: fairseq's checkpoint format, built with fairseq's own hubert model / hubert_pretraining task.
 WavLM: Microsoft unilm's format ({"cfg", "model"}). Loading either takes the same code path as a released
@@ -18,6 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from laser_fairseq.tiny_upstream import (  # noqa: E402
+    make_random_like,
     make_tiny_hubert,
     make_tiny_wavlm,
     save_checkpoint,
@@ -39,6 +42,11 @@ def parse_args(argv=None):
         "--pre-ln", action="store_true",
         help="Large-style: pre-LN blocks, layer-norm CNN, waveform normalisation (default: Base-style)",
     )
+    parser.add_argument(
+        "--like", metavar="CKPT",
+        help="HuBERT only: the cfg and label dictionaries of this fairseq HuBERT checkpoint, freshly initialised "
+             "weights (an untrained model of the same shape; --layers/--dim/--pre-ln are ignored)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file or directory")
     return parser.parse_args(argv)
@@ -50,8 +58,19 @@ def main(argv=None):
         sys.exit(f"error: --layers must be >= 1 and --dim a positive multiple of 4 (got {args.layers}, {args.dim})")
     if args.format == "hf":
         return write_hf(args)
-    make = make_tiny_hubert if args.kind == "hubert" else make_tiny_wavlm
-    state = make(layers=args.layers, dim=args.dim, layer_norm_first=args.pre_ln, seed=args.seed)
+    if args.like:
+        if args.kind != "hubert" or args.format != "original":
+            sys.exit("error: --like is for --kind hubert --format original")
+        from laser_fairseq.checkpoint_io import CheckpointError, load_checkpoint
+
+        try:
+            state = make_random_like(load_checkpoint(args.like), seed=args.seed)
+        except (CheckpointError, ValueError, KeyError) as error:
+            sys.exit(f"error: {args.like}: {error}")
+        args.layers, args.dim = state["cfg"]["model"]["encoder_layers"], state["cfg"]["model"]["encoder_embed_dim"]
+    else:
+        make = make_tiny_hubert if args.kind == "hubert" else make_tiny_wavlm
+        state = make(layers=args.layers, dim=args.dim, layer_norm_first=args.pre_ln, seed=args.seed)
     try:
         save_checkpoint(state, args.output, force=args.force)
     except FileExistsError as error:

@@ -290,3 +290,24 @@ def test_dead_links_and_anchors_are_reported(tmp_path):
     assert errors == ["README.md:3: link to docs/b.md: docs/b.md does not exist",
                       "README.md:3: link to docs/a.md#nothing: no heading with anchor #nothing in docs/a.md"]
     assert doc_blocks.reachable_docs(str(tmp_path)) == {"README.md", "docs/a.md"}
+
+
+def test_the_superb_cost_estimate_follows_from_its_assumptions():
+    """docs/superb.md's full-scale cost paragraph: every number follows from its ``cost:`` line, and the step
+    count is the full preset's (SUPERB's 100,000)."""
+    from laser_fairseq.evaluation.superb_pr import PRESETS
+
+    text = open(os.path.join(REPO, "docs", "superb.md")).read()
+    line = re.search(r"<!-- cost: (.*?) -->", text)
+    assert line, "docs/superb.md: no <!-- cost: ... --> line"
+    cost = {key: float(value) for key, value in (item.split("=") for item in line.group(1).split())}
+    assert cost["steps"] == PRESETS["full"]["total_steps"]
+    paragraph = text[line.end():].split("\n\n")[0]
+    train_h = cost["steps"] * cost["train_s_per_step"] / 3600
+    eval_h = cost["evals"] * cost["eval_s"] / 3600
+    total_h = train_h + eval_h + cost["test_s"] / 3600
+    assert cost["evals"] == cost["steps"] / PRESETS["full"]["eval_step"]
+    assert f"{int(cost['steps']):,} steps × {cost['train_s_per_step']:g} s ≈ **{train_h:.1f} h**" in paragraph
+    assert f"{int(cost['evals'])} times × ~{cost['eval_s']:g} s ≈ **{eval_h:.1f} h**" in paragraph
+    assert f"≈ {cost['test_s'] / 60:g} min" in paragraph
+    assert f"≈ **{total_h:.1f} GPU-hours**" in paragraph

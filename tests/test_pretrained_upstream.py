@@ -3,6 +3,7 @@ file the README documents, in fairseq's format, loaded by fairseq, s3prl and LAS
 
 import hashlib
 import os
+import shutil
 
 import pytest
 import torch
@@ -37,17 +38,22 @@ def test_fairseq_format_with_the_pretraining_cfg():
     assert "optimizer_history" not in checkpoint or not checkpoint.get("last_optimizer_state")
 
 
-def test_fairseq_s3prl_and_laser_compute_the_same_hidden_states():
+def test_fairseq_s3prl_and_laser_compute_the_same_hidden_states(tmp_path):
     from fairseq import checkpoint_utils
     from s3prl.upstream.hubert.hubconf import hubert_local
 
+    # s3prl writes its conversion (<stem>.converted.pt and a .lock) beside the file it is given: give it a copy
+    copy = str(tmp_path / os.path.basename(CHECKPOINT))
+    shutil.copyfile(CHECKPOINT, copy)
     waveform = first_demo_waveform()
     with torch.no_grad(), torch.serialization.safe_globals(SAFE_GLOBALS):
         models, _, _ = checkpoint_utils.load_model_ensemble_and_task([CHECKPOINT])
         fairseq_top, _ = models[0].eval().extract_features(waveform[None], padding_mask=None, mask=False)
-        s3prl_states = hubert_local(ckpt=CHECKPOINT, fairseq=True).eval()([waveform])["hidden_states"]
+        s3prl_states = hubert_local(ckpt=copy, fairseq=True).eval()([waveform])["hidden_states"]
     with torch.no_grad():
         ours = build_upstream(CHECKPOINT).eval().hidden_states(waveform[None])
     assert len(ours) == len(s3prl_states) == 5
     assert (ours[-1] - fairseq_top).abs().max().item() <= 1e-5
     assert max((a - b).abs().max().item() for a, b in zip(ours, s3prl_states)) <= 1e-5
+    folder = os.path.dirname(CHECKPOINT)
+    assert not [name for name in os.listdir(folder) if ".converted." in name], "s3prl wrote into the source tree"

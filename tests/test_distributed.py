@@ -8,6 +8,8 @@ fairseq-hydra-train unchanged and saves every rank's final model and optimizer s
   ``find_unused_parameters=False``. torch refuses ``device_ids`` for a CPU module, so the harness drops them
   (``--cpu-ddp``); everything else is fairseq's GPU code path. DDP raises at the second update if a parameter
   that requires grad gets none; the frozen trunk has requires_grad=False, so it must stay silent.
+
+A stop signal (task.stop_signals) sent to one rank only stops both after the same update.
 """
 
 import os
@@ -151,3 +153,46 @@ def test_every_trainable_parameter_gets_a_gradient(tmp_path, kind, trainable_lay
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("head.") for n in trainable)
     assert all(n.startswith("head.") or ".layers." in n for n in trainable)
+
+
+def rank_pid(launcher_pid: int, rank: int) -> int:
+    """The pid of the process torchrun started with RANK=rank (read from /proc)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+        except OSError:
+            continue
+        if parent == launcher_pid and f"RANK={rank}".encode() in variables:
+            return int(name)
+    raise AssertionError(f"no process with RANK={rank} under {launcher_pid}")
+
+
+def test_a_stop_signal_to_one_rank_stops_both_after_the_same_update(upstream, tmp_path):
+    """USR1 to rank 1 only: the ranks agree (all_reduce) and both stop after the same update; rank 0 saves."""
+    import signal
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    command = [arg.replace(f"max_update={MAX_UPDATE}", "max_update=40") for arg in
+               torchrun_command(upstream, str(tmp_path), "legacy_ddp")]
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while "num_updates=2," not in log_path.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
+        time.sleep(0.05)
+    os.kill(rank_pid(process.pid, 1), signal.SIGUSR1)
+    assert process.wait(timeout=300) == 0, log_path.read_text()[-4000:]
+    output = log_path.read_text()
+    assert "received SIGUSR1: saving a checkpoint" in output
+    assert "received a signal on another rank: saving a checkpoint" in output
+    ranks = [torch.load(str(tmp_path / "ranks" / f"rank{r}.pt"), weights_only=False) for r in (0, 1)]
+    stopped = ranks[0]["num_updates"]
+    assert 2 < stopped < 40 and ranks[1]["num_updates"] == stopped
+    assert load_checkpoint(str(tmp_path / "checkpoints" / "checkpoint_last.pt"))["optimizer_history"][-1]["num_updates"] == stopped

@@ -93,14 +93,17 @@ def test_loading_a_trained_model_or_another_restore_file_leaves_the_save_dir_alo
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 @pytest.mark.parametrize("rank", [0, 1])
-def test_only_rank_zero_checks_the_save_dir_and_both_ranks_meet_at_the_barrier(tmp_path, rank, caplog):
-    """This process is one rank of two (the other, spawned, only waits at the barrier). The save dir holds a
-    checkpoint but no checkpoint_last.pt: the check warns that fairseq will start from scratch, on rank 0 only."""
+def test_only_rank_zero_checks_the_save_dir_and_both_ranks_get_its_answer(tmp_path, rank, caplog):
+    """This process is one rank of two (the other, spawned, only takes part in the broadcast of rank 0's
+    answer). The save dir holds a checkpoint but no checkpoint_last.pt: the check warns that fairseq will
+    start from scratch, on rank 0 only, and both ranks learn that there is nothing to resume from."""
     save_dir = tmp_path / "save"
     save_dir.mkdir()
     (save_dir / "checkpoint_3_300.pt").write_bytes(b"never read: there is no checkpoint_last.pt")
     init_file = str(tmp_path / "init")
-    peer = mp.get_context("spawn").Process(target=gloo_peer.wait_at_one_barrier, args=(1 - rank, 2, init_file))
+    answer_file = str(tmp_path / "peer_answer.json")
+    peer = mp.get_context("spawn").Process(target=gloo_peer.join_the_resume_broadcast,
+                                           args=(1 - rank, 2, init_file, answer_file))
     peer.start()
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
@@ -111,6 +114,8 @@ def test_only_rank_zero_checks_the_save_dir_and_both_ranks_meet_at_the_barrier(t
     finally:
         torch.distributed.destroy_process_group()
         peer.join(timeout=60)
-    assert peer.exitcode == 0  # the peer got past the barrier: this rank reached it too
+    assert peer.exitcode == 0  # the peer got past the broadcast: this rank took part in it too
+    if rank == 0:
+        assert open(answer_file).read() == "null"  # what the peer received: nothing to resume from
     warned = "fairseq starts from scratch and will overwrite them" in caplog.text
     assert warned == (rank == 0)

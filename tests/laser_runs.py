@@ -3,7 +3,7 @@
 import os
 import subprocess
 import sys
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 from laser_fairseq.tiny_upstream import save_checkpoint
 
@@ -23,13 +23,37 @@ def save_tiny_upstreams(folder, makers) -> dict:
     return paths
 
 
-def run_laser_training(upstream: str, run_dir: str, max_update: int, overrides: Sequence[str] = ()) -> str:
-    """Run to completion; return the combined output (the test fails with it if the run fails)."""
-    result = subprocess.run(
-        demo_train_command(upstream, run_dir, max_update, overrides),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
-    )
-    with open(os.path.join(run_dir, f"run-{max_update}.log"), "w") as log:
-        log.write(result.stdout)
-    assert result.returncode == 0, result.stdout[-4000:]
-    return result.stdout
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def run_side_by_side(commands: Sequence[Sequence[str]], logs: Sequence[str], env=None, timeout=900) -> List[Tuple[int, str]]:
+    """Start every command at once (with 2 cores, two runs side by side take about the time of one), output
+    (stdout + stderr) to its log; wait for all -> [(returncode, output)] in order. Failures are the caller's."""
+    processes = []
+    for command, log_path in zip(commands, logs):
+        with open(log_path, "w") as log:
+            processes.append(subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env))
+    results = []
+    try:
+        for process, log_path in zip(processes, logs):
+            process.wait(timeout=timeout)
+            with open(log_path) as log:
+                results.append((process.returncode, log.read()))
+    finally:  # never leave a run behind when one times out
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+def run_laser_trainings(jobs: Sequence[Tuple[str, str, int, Sequence[str]]]) -> List[str]:
+    """``jobs``: (upstream, run_dir, max_update, overrides) each; all run side by side with one thread each.
+    Returns their outputs; the test fails with the output of a run that failed (logs: run_dir/run-MAX.log)."""
+    commands = [demo_train_command(upstream, run_dir, max_update, overrides)
+                for upstream, run_dir, max_update, overrides in jobs]
+    logs = [os.path.join(run_dir, f"run-{max_update}.log") for _, run_dir, max_update, _ in jobs]
+    results = run_side_by_side(commands, logs, env=dict(os.environ, **ONE_THREAD))
+    for (returncode, output), log in zip(results, logs):
+        assert returncode == 0, f"{log}:\n{output[-4000:]}"
+    return [output for _, output in results]

@@ -3,7 +3,7 @@
 import os
 import subprocess
 import sys
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 
@@ -54,3 +54,39 @@ def assert_bit_identical(path_a, path_b):
     for index in optimizer_a:
         for name, value in optimizer_a[index].items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(optimizer_b[index][name])), (index, name)
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def run_side_by_side(commands: Sequence[Sequence[str]], logs: Sequence[str], env=None, timeout=900) -> List[Tuple[int, str]]:
+    """Start every command at once (with 2 cores, two runs side by side take about the time of one), output
+    (stdout + stderr) to its log; wait for all -> [(returncode, output)] in order. Failures are the caller's."""
+    processes = []
+    for command, log_path in zip(commands, logs):
+        with open(log_path, "w") as log:
+            processes.append(subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env))
+    results = []
+    try:
+        for process, log_path in zip(processes, logs):
+            process.wait(timeout=timeout)
+            with open(log_path) as log:
+                results.append((process.returncode, log.read()))
+    finally:  # never leave a run behind when one times out
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+def run_laser_trainings(jobs: Sequence[Tuple[str, str, int, Sequence[str]]]) -> List[str]:
+    """``jobs``: (upstream, run_dir, max_update, overrides) each; all run side by side with one thread each.
+    Returns their outputs; the test fails with the output of a run that failed (logs: run_dir/run-MAX.log)."""
+    commands = [demo_train_command(upstream, run_dir, max_update, overrides)
+                for upstream, run_dir, max_update, overrides in jobs]
+    logs = [os.path.join(run_dir, f"run-{max_update}.log") for _, run_dir, max_update, _ in jobs]
+    results = run_side_by_side(commands, logs, env=dict(os.environ, **ONE_THREAD))
+    for (returncode, output), log in zip(results, logs):
+        assert returncode == 0, f"{log}:\n{output[-4000:]}"
+    return [output for _, output in results]

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -85,16 +86,14 @@ def kill_when_logged(process, log_path, marker, timeout=400):
     raise AssertionError(f"{marker!r} not logged after {timeout} s")
 
 
-def killed_and_resumed(upstream, run_dir, num_workers, beside=None, tear_last=False):
+def killed_and_resumed(upstream, run_dir, num_workers, tear_last=False):
     """Run until the save at RESUMED_FROM, SIGKILL, restart the same command; returns (checkpoint_last.pt, log).
 
-    ``beside``: (command, log) of another run to start together with the first one (2 cores).
     ``tear_last``: before restarting, truncate checkpoint_last.pt to half its size, as a kill during fairseq's
     plain copy of checkpoint_E_U.pt to checkpoint_last.pt leaves it.
     """
     command = train_command(upstream, str(run_dir), num_workers)
     first_log = str(run_dir / "first.log")
-    other = start(*beside) if beside else None
     first = start(command, first_log)
     kill_when_logged(first, first_log, KILL_MARKER)
     last = str(run_dir / "checkpoints" / "checkpoint_last.pt")
@@ -103,41 +102,52 @@ def killed_and_resumed(upstream, run_dir, num_workers, beside=None, tear_last=Fa
         os.truncate(last, os.path.getsize(last) // 2)
     resumed_log = str(run_dir / "resumed.log")
     output = finish(start(command, resumed_log), resumed_log)
-    if other is not None:
-        finish(other, beside[1])
     assert f"Loaded checkpoint {last} (epoch 2 @ {RESUMED_FROM} updates)" in output
     assert f"num_updates={RESUMED_FROM}," not in output and f"num_updates={RESUMED_FROM + 1}," in output
     assert saved_update(last) == MAX_UPDATE
     return last, output
 
 
+def uninterrupted(upstream, run_dir):
+    log = str(run_dir / "run.log")
+    finish(start(train_command(upstream, str(run_dir), 0), log), log)
+    return str(run_dir / "checkpoints" / "checkpoint_last.pt")
+
+
 @pytest.fixture(scope="module")
-def reference_and_resumed(upstream, tmp_path_factory):
-    """checkpoint_last.pt of an uninterrupted run and of a killed + resumed one (num_workers=0), run side by side."""
-    reference_dir = tmp_path_factory.mktemp("reference")
-    reference = (train_command(upstream, str(reference_dir), 0), str(reference_dir / "run.log"))
-    resumed, _ = killed_and_resumed(upstream, tmp_path_factory.mktemp("resumed0"), 0, beside=reference)
-    return str(reference_dir / "checkpoints" / "checkpoint_last.pt"), resumed
+def runs(upstream, tmp_path_factory):
+    """Every run of this file, two at a time (one thread each: 2 cores): an uninterrupted one and three killed and
+    resumed ones (num_workers=0; num_workers=1; num_workers=0 over a torn checkpoint_last.pt). Each test takes
+    the result of the runs it checks (``.result()`` raises what failed in that run)."""
+    folders = {name: tmp_path_factory.mktemp(name) for name in ("reference", "resumed0", "resumed1", "torn")}
+    jobs = {
+        "reference": lambda: uninterrupted(upstream, folders["reference"]),
+        "resumed0": lambda: killed_and_resumed(upstream, folders["resumed0"], 0),
+        "resumed1": lambda: killed_and_resumed(upstream, folders["resumed1"], 1),
+        "torn": lambda: killed_and_resumed(upstream, folders["torn"], 0, tear_last=True),
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+    return {"futures": futures, "folders": folders}
 
 
-def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(reference_and_resumed):
-    reference, resumed = reference_and_resumed
+def test_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(runs):
+    reference = runs["futures"]["reference"].result()
+    resumed, _ = runs["futures"]["resumed0"].result()
     assert saved_update(reference) == MAX_UPDATE
     assert_bit_identical(reference, resumed)
 
 
-def test_resume_with_a_data_loader_worker_is_bit_identical_too(reference_and_resumed, upstream, tmp_path):
-    reference, _ = reference_and_resumed
-    resumed, _ = killed_and_resumed(upstream, tmp_path, num_workers=1)
+def test_resume_with_a_data_loader_worker_is_bit_identical_too(runs):
+    reference = runs["futures"]["reference"].result()
+    resumed, _ = runs["futures"]["resumed1"].result()
     assert_bit_identical(reference, resumed)
 
 
-def test_resume_over_a_torn_checkpoint_last_uses_the_newest_intact_one_and_is_bit_identical(
-    reference_and_resumed, upstream, tmp_path
-):
-    reference, _ = reference_and_resumed
-    resumed, output = killed_and_resumed(upstream, tmp_path, num_workers=0, tear_last=True)
-    checkpoints = tmp_path / "checkpoints"
+def test_resume_over_a_torn_checkpoint_last_uses_the_newest_intact_one_and_is_bit_identical(runs):
+    reference = runs["futures"]["reference"].result()
+    resumed, output = runs["futures"]["torn"].result()
+    checkpoints = runs["folders"]["torn"] / "checkpoints"
     (aside,) = [name for name in os.listdir(checkpoints) if name.startswith("checkpoint_last.pt.torn-")]
     warning = next(line for line in output.splitlines() if "is a torn copy" in line)
     intact = str(checkpoints / f"checkpoint_2_{RESUMED_FROM}.pt")

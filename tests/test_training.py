@@ -13,27 +13,40 @@ from laser_fairseq.checkpoint_io import load_checkpoint
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
 
-from laser_runs import logged_values, run_laser_training
+from laser_runs import logged_values, run_laser_trainings
 
 UPDATES = 20
 TRAINABLE = 2
 MAKERS = {"hubert": make_tiny_hubert, "wavlm": make_tiny_wavlm}
 
 
-@pytest.fixture(scope="module", params=sorted(MAKERS))
-def laser_run(request, tmp_path_factory):
-    """A 20-update LASER run (validation at 10 and 20), then a resume of the same run to 22 updates."""
-    kind = request.param
-    run_dir = str(tmp_path_factory.mktemp(f"laser_{kind}"))
-    upstream = os.path.join(run_dir, f"tiny_{kind}.pt")
-    save_checkpoint(MAKERS[kind](layers=4, dim=64, seed=0), upstream)
-    overrides = ["common.log_interval=1", "dataset.validate_interval_updates=10", "checkpoint.save_interval_updates=10"]
-    output = run_laser_training(upstream, run_dir, UPDATES, overrides)
-    last = os.path.join(run_dir, "checkpoints", "checkpoint_last.pt")
-    trained = load_checkpoint(last)  # read before the resume below replaces it
-    resumed_output = run_laser_training(upstream, run_dir, UPDATES + 2, overrides)
-    return {"kind": kind, "upstream": upstream, "output": output, "trained": trained, "last": last,
-            "resumed_output": resumed_output}
+OVERRIDES = ["common.log_interval=1", "dataset.validate_interval_updates=10", "checkpoint.save_interval_updates=10"]
+
+
+@pytest.fixture(scope="module")
+def laser_runs(tmp_path_factory):
+    """For each kind, a 20-update LASER run (validation at 10 and 20), then a resume of the same run to 22
+    updates; the two kinds run side by side (one thread each)."""
+    runs = {}
+    for kind in sorted(MAKERS):
+        run_dir = str(tmp_path_factory.mktemp(f"laser_{kind}"))
+        upstream = os.path.join(run_dir, f"tiny_{kind}.pt")
+        save_checkpoint(MAKERS[kind](layers=4, dim=64, seed=0), upstream)
+        runs[kind] = {"kind": kind, "upstream": upstream, "run_dir": run_dir,
+                      "last": os.path.join(run_dir, "checkpoints", "checkpoint_last.pt")}
+    outputs = run_laser_trainings([(r["upstream"], r["run_dir"], UPDATES, OVERRIDES) for r in runs.values()])
+    for run, output in zip(runs.values(), outputs):
+        run["output"] = output
+        run["trained"] = load_checkpoint(run["last"])  # read before the resume below replaces it
+    resumed = run_laser_trainings([(r["upstream"], r["run_dir"], UPDATES + 2, OVERRIDES) for r in runs.values()])
+    for run, output in zip(runs.values(), resumed):
+        run["resumed_output"] = output
+    return runs
+
+
+@pytest.fixture(params=sorted(MAKERS))
+def laser_run(request, laser_runs):
+    return laser_runs[request.param]
 
 
 def upstream_tensors(path):

@@ -1,4 +1,4 @@
-# laser-fairseq: `make demo` and `make test` set everything up in .venv (Python 3.11) and run.
+# laser-fairseq: `make demo` and `make test` set everything up in .venv (Python 3.12) and run.
 #
 #   make install   create/update .venv with pinned versions (constraints.txt); a no-op when up to date
 #   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
@@ -11,7 +11,10 @@
 #   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 
-PYTHON ?= python3.11
+# Python 3.12 (fastabx needs >= 3.12; fairseq-fixed, torch, s3prl, numba, transformers all run on it). A pyenv
+# 3.12 is taken by its real path (pyenv's `python3.12` shim fails when 3.12 is not the selected version);
+# otherwise `python3.12` from the PATH. Override with `make install PYTHON=/path/to/python3.12`.
+PYTHON ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))),python3.12)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
@@ -26,16 +29,22 @@ export OMP_WAIT_POLICY ?= PASSIVE
 install: $(STAMP)
 
 $(STAMP): $(INSTALL_INPUTS)
+	@# a .venv left on another Python (e.g. 3.11 before the move to 3.12) is replaced, not patched
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" != "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" ]; then \
+	  echo "$(VENV) is on Python $$($(PY) -c 'import platform; print(platform.python_version())'), not that of $(PYTHON): recreating it"; \
+	  rm -rf $(VENV); fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q pip==26.3 setuptools==81.0.0 wheel==0.48.0
 	$(PIP) install -q -c constraints.txt torch torchaudio numpy cython
 	@# fairseq-fixed is an sdist with C++/Cython extensions: it must be compiled against the torch just
 	@# installed (no build isolation) and never taken from pip's wheel cache, which keys it by the sdist
-	@# alone and would hand back a build for another torch (undefined symbols in fairseq.libbase).
+	@# alone and would hand back a build for another torch (undefined symbols in fairseq.libbase), nor from a
+	@# prebuilt wheel (a cp312 wheel in a local index has undefined symbols too): --no-binary.
 	$(PY) -c "import fairseq, fairseq.libbase, fairseq.data.data_utils_fast" 2>/dev/null || \
-	  env -u CUDA_HOME $(PIP) install -q -c constraints.txt --no-build-isolation --no-cache-dir fairseq-fixed
+	  env -u CUDA_HOME $(PIP) install -q -c constraints.txt --no-build-isolation --no-cache-dir \
+	    --no-binary fairseq-fixed fairseq-fixed
 	$(PIP) install -q -c constraints.txt -e '.[test,bench,analysis,hf,dev,superb]'
-	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, espeakng_loader, transformers, librosa, pandas, tensorboard, laser_fairseq"
+	$(PY) -c "import fairseq.libbase, fairseq.data.data_utils_fast, torchaudio, soundfile, numba, espeakng_loader, transformers, librosa, pandas, tensorboard, fastabx, laser_fairseq"
 	$(PIP) check
 	@rm -f $(VENV)/.installed-*
 	@touch $@

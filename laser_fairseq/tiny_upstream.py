@@ -184,22 +184,3 @@ def _randomise_hf(model: torch.nn.Module, seed: int):
                 parameter.copy_(noise / parameter[0].numel() ** 0.5)
             else:
                 parameter.copy_(noise)
-
-
-def make_random_like(checkpoint: dict, seed: int = 0) -> dict:
-    """A fairseq HuBERT checkpoint dict with ``checkpoint``'s cfg and label dictionaries and freshly initialised
-    (fairseq's own initialisation, ``seed``) weights: the untrained baseline of the same shape."""
-    torch.manual_seed(seed)
-    cfg = OmegaConf.create(checkpoint["cfg"])
-    if cfg.model.get("_name") != "hubert":
-        raise ValueError(f"--like needs a fairseq HuBERT checkpoint (cfg.model._name {cfg.model.get('_name')!r})")
-    task_cfg = OmegaConf.merge(OmegaConf.structured(HubertPretrainingConfig), cfg.task)
-    model_cfg = OmegaConf.merge(OmegaConf.structured(HubertConfig), cfg.model)
-    task = HubertPretrainingTask(task_cfg)
-    task.load_state_dict({"dictionaries": checkpoint["task_state"]["dictionaries"]})
-    model = task.build_model(model_cfg)
-    state = {key: value for key, value in checkpoint.items()}
-    state.update(model=model.state_dict(), task_state=task.state_dict(), last_optimizer_state=None,
-                 optimizer_history=[{"criterion_name": "HubertCriterion", "optimizer_name": "FairseqAdam",
-                                     "lr_scheduler_state": {"best": None}, "num_updates": 0}])
-    return state

@@ -4,8 +4,11 @@
     python scripts/make_tiny_upstream.py --kind hubert --output outputs/demo/tiny_hubert.pt
     python scripts/make_tiny_upstream.py --kind wavlm --output outputs/demo/tiny_wavlm.pt --layers 4 --dim 64
     python scripts/make_tiny_upstream.py --kind hubert --format hf --output outputs/demo/tiny_hubert_hf
-    python scripts/make_tiny_upstream.py --kind hubert --like examples/hubert_pretraining/tiny_progressive_hubert.pt \
-        --output outputs/superb/random_tiny_hubert.pt
+    python scripts/make_tiny_upstream.py --like examples/hubert_pretraining/tiny_progressive_hubert.pt \
+        --output outputs/abx/random_tiny_hubert.pt
+
+--like FILE: a random model of exactly the shape of a fairseq HuBERT checkpoint (its cfg and label
+dictionaries, freshly initialised with --seed), e.g. the untrained baseline of a pretrained model.
 
 HuBERT: fairseq's checkpoint format, built with fairseq's own hubert model / hubert_pretraining task.
 WavLM: Microsoft unilm's format ({"cfg", "model"}). Loading either takes the same code path as a released
@@ -20,7 +23,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from laser_fairseq.tiny_upstream import (  # noqa: E402
-    make_random_like,
     make_tiny_hubert,
     make_tiny_wavlm,
     save_checkpoint,
@@ -30,7 +32,8 @@ from laser_fairseq.tiny_upstream import (  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=["hubert", "wavlm"], required=True, help="upstream architecture")
+    parser.add_argument("--kind", choices=["hubert", "wavlm"], help="upstream architecture (required without --like)")
+    parser.add_argument("--like", help="a fairseq HuBERT checkpoint: write a random model of its shape instead")
     parser.add_argument("--output", required=True, help="checkpoint file to write (a directory for --format hf)")
     parser.add_argument(
         "--format", choices=["original", "hf"], default="original",
@@ -42,11 +45,6 @@ def parse_args(argv=None):
         "--pre-ln", action="store_true",
         help="Large-style: pre-LN blocks, layer-norm CNN, waveform normalisation (default: Base-style)",
     )
-    parser.add_argument(
-        "--like", metavar="CKPT",
-        help="HuBERT only: the cfg and label dictionaries of this fairseq HuBERT checkpoint, freshly initialised "
-             "weights (an untrained model of the same shape; --layers/--dim/--pre-ln are ignored)",
-    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file or directory")
     return parser.parse_args(argv)
@@ -54,29 +52,40 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.like:
+        return write_like(args)
+    if args.kind is None:
+        sys.exit("error: --kind hubert|wavlm is required (or --like CHECKPOINT)")
     if args.layers < 1 or args.dim < 4 or args.dim % 4:
         sys.exit(f"error: --layers must be >= 1 and --dim a positive multiple of 4 (got {args.layers}, {args.dim})")
     if args.format == "hf":
         return write_hf(args)
-    if args.like:
-        if args.kind != "hubert" or args.format != "original":
-            sys.exit("error: --like is for --kind hubert --format original")
-        from laser_fairseq.checkpoint_io import CheckpointError, load_checkpoint
-
-        try:
-            state = make_random_like(load_checkpoint(args.like), seed=args.seed)
-        except (CheckpointError, ValueError, KeyError) as error:
-            sys.exit(f"error: {args.like}: {error}")
-        args.layers, args.dim = state["cfg"]["model"]["encoder_layers"], state["cfg"]["model"]["encoder_embed_dim"]
-    else:
-        make = make_tiny_hubert if args.kind == "hubert" else make_tiny_wavlm
-        state = make(layers=args.layers, dim=args.dim, layer_norm_first=args.pre_ln, seed=args.seed)
+    make = make_tiny_hubert if args.kind == "hubert" else make_tiny_wavlm
+    state = make(layers=args.layers, dim=args.dim, layer_norm_first=args.pre_ln, seed=args.seed)
     try:
         save_checkpoint(state, args.output, force=args.force)
     except FileExistsError as error:
         sys.exit(f"error: {error}")
     count = sum(t.numel() for t in state["model"].values())
     print(f"wrote {args.kind} checkpoint {args.output}: {args.layers} blocks, dim {args.dim}, {count:,} parameters")
+
+
+def write_like(args):
+    from laser_fairseq.checkpoint_io import CheckpointError, load_checkpoint
+    from laser_fairseq.pretraining.layer_analysis import write_random_model
+
+    if args.format != "original":
+        sys.exit("error: --like writes a fairseq checkpoint; drop --format hf")
+    if os.path.exists(args.output) and not args.force:
+        sys.exit(f"error: {args.output} exists; pass --force to replace it")
+    try:
+        reference = load_checkpoint(args.like)
+        if not isinstance(reference.get("task_state"), dict) or "dictionaries" not in reference["task_state"]:
+            raise CheckpointError(f"{args.like}: not a fairseq HuBERT checkpoint (no task_state.dictionaries)")
+        write_random_model(args.like, args.seed, args.output)
+    except (CheckpointError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    print(f"wrote a random hubert checkpoint {args.output} shaped like {args.like} (seed {args.seed})")
 
 
 def write_hf(args):

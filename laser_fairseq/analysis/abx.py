@@ -8,9 +8,8 @@ ABX error of each feature (``abx_fastabx.triphone_abx``). Error rates are report
 chance is 50 %.
 
 A split is ``CORPUS/{split}.tsv`` with ``{split}.phn`` (frame phone labels), ``dict.phn.txt`` and
-``{split}.voice`` beside it, as the synthetic corpus generator and scripts/prepare_librispeech.py +
-scripts/alignments_to_frame_labels.py write them (docs/phone_probe.md). Every problem is an ``AbxInputError``
-naming the file and the fix.
+``{split}.voice`` beside it, as the synthetic corpus generator writes them (for LibriSpeech: docs/abx.md).
+Every problem is an ``AbxInputError`` naming the file and the fix.
 """
 
 from __future__ import annotations

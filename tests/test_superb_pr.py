@@ -76,6 +76,16 @@ def test_layer_weights_are_learned(finished):
     assert max(abs(weight - uniform) for weight in result["layer_weights"]) > 1e-4
 
 
+def test_the_seed_reaches_the_head(finished, corpus, upstream, tmp_path):
+    """Another --seed starts s3prl's head elsewhere (building the upstream must not re-seed torch): other
+    layer weights after the same steps; the same seed again gives the same ones."""
+    _, seed0 = finished
+    seed1 = run_superb_pr(upstream, corpus, str(tmp_path / "seed1"), seed=1, **SMALL)
+    assert seed1["seed"] == 1 and seed1["layer_weights"] != seed0["layer_weights"]
+    again = run_superb_pr(upstream, corpus, str(tmp_path / "seed0"), seed=0, **SMALL)
+    assert again["layer_weights"] == seed0["layer_weights"]
+
+
 def test_resume_continues_from_s3prls_checkpoint(finished, corpus, upstream, tmp_path, caplog):
     out = str(tmp_path / "resumed")
     shutil.copytree(finished[0], out)

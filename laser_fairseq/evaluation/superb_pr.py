@@ -87,6 +87,8 @@ def corpus_csv(data: str, split: str, csv_path: str) -> None:
 
 
 def _corpus_pr_class():
+    import torch
+
     SuperbPR = superb_pr_class()
 
     class CorpusPR(SuperbPR):
@@ -129,7 +131,11 @@ def _corpus_pr_class():
             return train_csv, valid_csv, test_csvs
 
         def build_upstream(self, build_upstream: dict):
-            return project_upstream(build_upstream["path"], build_upstream["work_dir"])
+            # Building the upstream re-seeds torch's global generator to a constant somewhere below s3prl's
+            # hubert_local / fairseq's loading, so the head s3prl builds next would start the same for every
+            # train.seed: build it on a forked generator, leaving the seeded state to the head.
+            with torch.random.fork_rng(devices=[]):
+                return project_upstream(build_upstream["path"], build_upstream["work_dir"])
 
     return CorpusPR
 

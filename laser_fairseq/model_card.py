@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from .checkpoint_io import CheckpointError
+from .pretraining.files import write_text
 
 CARD_NAME = "README.md"
 UNKNOWN_LICENSE = "unknown"
@@ -322,8 +323,5 @@ def write_model_card(plan, output: str, options: CardOptions) -> str:
     """Write ``output/README.md`` (through a temporary file); returns its path."""
     text = card_for_plan(plan, output, options)
     path = os.path.join(output, CARD_NAME)
-    temporary = os.path.join(output, f".{CARD_NAME}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    write_text(path, text)
     return path

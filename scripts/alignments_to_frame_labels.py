@@ -43,6 +43,7 @@ from laser_fairseq.analysis.alignments import (  # noqa: E402
 from laser_fairseq.analysis.phone_labels import DICT_NAME, LABELS_EXTENSION, SILENCE, format_phone_dict  # noqa: E402
 from laser_fairseq.analysis.utterances import side_file_path  # noqa: E402
 from laser_fairseq.data.manifest import ManifestError, read_manifest  # noqa: E402
+from laser_fairseq.pretraining.files import write_texts  # noqa: E402
 
 
 UNALIGNED_NAME = "unaligned.txt"
@@ -101,23 +102,6 @@ def alignment_source(args):
     return alignments.get, set(alignments)
 
 
-def write_texts_atomically(texts: dict):
-    """Write every text to a temporary file beside its target, then rename them all into place."""
-    temporary = {}
-    try:
-        for path, text in texts.items():
-            temporary[path] = f"{path}.tmp-{os.getpid()}"
-            with open(temporary[path], "w", encoding="utf-8") as handle:
-                handle.write(text)
-    except BaseException:
-        for path in temporary.values():
-            if os.path.exists(path):
-                os.remove(path)
-        raise
-    for path, written in temporary.items():
-        os.replace(written, path)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     paths = output_paths(args)
@@ -133,7 +117,7 @@ def main(argv=None) -> int:
         converted = convert_manifests(manifests, alignment_of, mapping, args.duration_tolerance)
     except MissingAlignments as error:
         listing = os.path.join(os.path.dirname(paths["dict"]), UNALIGNED_NAME)
-        write_texts_atomically({listing: "".join(f"{relative}\n" for _, relative in error.unaligned)})
+        write_texts({listing: "".join(f"{relative}\n" for _, relative in error.unaligned)})
         print(f"error: {error}\nall of them: {listing} (audio paths as in the manifests)", file=sys.stderr)
         return 1
     except (AlignmentError, ManifestError, FileNotFoundError) as error:
@@ -142,7 +126,7 @@ def main(argv=None) -> int:
     counts = symbol_counts(converted)
     texts = {paths[result.manifest.path]: "".join(f"{line}\n" for line in result.lines) for result in converted}
     texts[paths["dict"]] = format_phone_dict(counts)
-    write_texts_atomically(texts)
+    write_texts(texts)
     for result in converted:
         print(
             f"{paths[result.manifest.path]}: {len(result.lines)} utterances, {result.frames} frames, "

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List
 
+from ..pretraining.files import write_texts
+
 
 class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file and line."""
@@ -162,19 +164,4 @@ def write_absolute_copies(source: str, out: str, force: bool = False) -> List[st
         raise ManifestError(f"{out} already holds {', '.join(existing)}; pass --force to replace them "
                             f"(or choose another --out)")
     os.makedirs(out, exist_ok=True)
-    temporary = {}
-    try:
-        for name, text in texts.items():
-            temporary[name] = os.path.join(out, f".{name}.tmp-{os.getpid()}")
-            with open(temporary[name], "w", encoding="utf-8") as handle:
-                handle.write(text)
-    except BaseException:
-        for path in temporary.values():
-            if os.path.exists(path):
-                os.remove(path)
-        raise
-    written = []
-    for name, path in temporary.items():
-        os.replace(path, os.path.join(out, name))
-        written.append(os.path.join(out, name))
-    return written
+    return write_texts({os.path.join(out, name): text for name, text in texts.items()})

@@ -3,7 +3,7 @@
 import contextlib
 import json
 import os
-from typing import Iterator
+from typing import Dict, Iterator, List
 
 
 @contextlib.contextmanager
@@ -25,6 +25,25 @@ def write_text(path: str, text: str):
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def write_texts(texts: Dict[str, str]) -> List[str]:
+    """Write every ``{path: text}`` to a temporary file beside its path, then rename them all into place: a
+    failure while writing leaves every target as it was. Returns the paths, in order."""
+    temporary = {}
+    try:
+        for path, text in texts.items():
+            temporary[path] = f"{path}.tmp-{os.getpid()}"
+            with open(temporary[path], "w", encoding="utf-8") as handle:
+                handle.write(text)
+    except BaseException:
+        for written in temporary.values():
+            if os.path.exists(written):
+                os.remove(written)
+        raise
+    for path, written in temporary.items():
+        os.replace(written, path)
+    return list(temporary)
 
 
 def write_json(path: str, value) -> None:

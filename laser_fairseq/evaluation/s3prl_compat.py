@@ -49,6 +49,17 @@ def audio_backend_shim():
         del torchaudio.set_audio_backend
 
 
+@contextlib.contextmanager
+def _installed_module(module: types.ModuleType):
+    """``module`` in ``sys.modules`` under its name while inside; removed on exit unless replaced meanwhile."""
+    sys.modules[module.__name__] = module
+    try:
+        yield
+    finally:
+        if sys.modules.get(module.__name__) is module:
+            del sys.modules[module.__name__]
+
+
 def _no_sox(*args, **kwargs):
     raise RuntimeError(
         "torchaudio.sox_effects is not available in torchaudio >= 2.9; this s3prl code path needs sox effects"
@@ -67,12 +78,8 @@ def sox_effects_stub():
         pass
     stub = types.ModuleType(name)
     stub.apply_effects_tensor = stub.apply_effects_file = _no_sox
-    sys.modules[name] = stub
-    try:
+    with _installed_module(stub):
         yield
-    finally:
-        if sys.modules.get(name) is stub:
-            del sys.modules[name]
 
 
 @contextlib.contextmanager
@@ -87,12 +94,8 @@ def problem_package():
     bare = types.ModuleType(PROBLEM)
     bare.__path__ = [os.path.join(os.path.dirname(s3prl.__file__), "problem")]
     bare.__package__ = PROBLEM
-    sys.modules[PROBLEM] = bare
-    try:
+    with _installed_module(bare):
         yield
-    finally:
-        if sys.modules.get(PROBLEM) is bare:
-            del sys.modules[PROBLEM]
 
 
 @contextlib.contextmanager

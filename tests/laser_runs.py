@@ -26,18 +26,6 @@ def save_tiny_upstreams(folder, makers) -> dict:
     return paths
 
 
-def run_laser_training(upstream: str, run_dir: str, max_update: int, overrides: Sequence[str] = ()) -> str:
-    """Run to completion; return the combined output (the test fails with it if the run fails)."""
-    result = subprocess.run(
-        demo_train_command(upstream, run_dir, max_update, overrides),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
-    )
-    with open(os.path.join(run_dir, f"run-{max_update}.log"), "w") as log:
-        log.write(result.stdout)
-    assert result.returncode == 0, result.stdout[-4000:]
-    return result.stdout
-
-
 def saved_update(checkpoint_path):
     state = load_checkpoint(checkpoint_path)
     return state["optimizer_history"][-1]["num_updates"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from .checkpoint_io import CheckpointError
-from .pretraining.files import write_text
+from .files import write_text
 
 CARD_NAME = "README.md"
 UNKNOWN_LICENSE = "unknown"

@@ -107,7 +107,7 @@ def main(argv=None):
     from laser_fairseq.data.audio import AudioError
     from laser_fairseq.data.manifest import ManifestError
     from laser_fairseq.models.trained_upstream import open_upstream
-    from laser_fairseq.pretraining.files import write_json
+    from laser_fairseq.files import write_json
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda, but torch sees no CUDA device")

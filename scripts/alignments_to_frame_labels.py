@@ -43,7 +43,7 @@ from laser_fairseq.analysis.alignments import (  # noqa: E402
 from laser_fairseq.analysis.phone_labels import DICT_NAME, LABELS_EXTENSION, SILENCE, format_phone_dict  # noqa: E402
 from laser_fairseq.analysis.utterances import side_file_path  # noqa: E402
 from laser_fairseq.data.manifest import ManifestError, read_manifest  # noqa: E402
-from laser_fairseq.pretraining.files import write_texts  # noqa: E402
+from laser_fairseq.files import write_texts  # noqa: E402
 
 
 UNALIGNED_NAME = "unaligned.txt"

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List
 
-from ..pretraining.files import write_texts
+from ..files import write_texts
 
 
 class ManifestError(ValueError):

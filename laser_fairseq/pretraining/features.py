@@ -25,7 +25,7 @@ import torchaudio
 
 from ..data.audio import read_audio
 from ..data.manifest import Manifest
-from .files import atomic_path, write_text
+from ..files import atomic_path, write_text
 
 SAMPLE_RATE = 16_000
 MFCC_WINDOW = 400

@@ -19,7 +19,7 @@ from ..analysis.phone_labels import load_phone_probe_labels
 from ..analysis.utterances import load_utterances
 from ..checkpoint_io import load_checkpoint
 from ..models.trained_upstream import open_upstream
-from .files import write_json, write_text
+from ..files import write_json, write_text
 from .input_baselines import input_phone_scores
 from .schedule import AnalysisSettings
 from .training import fresh_model, pretrained_checkpoint, save_atomically

@@ -19,7 +19,7 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..analysis.report import CHANCE_OF, TITLES
-from .files import read_json, write_json, write_text
+from ..files import read_json, write_json, write_text
 from .schedule import Schedule
 from .stamps import DONE, read_stamp
 

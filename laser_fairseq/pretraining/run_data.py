@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List
 
 from ..data.manifest import absolute_manifest_text, read_manifest
 from ..export import sha256_of
-from .files import write_text
+from ..files import write_text
 
 REQUIRED_SPLITS = ("train", "valid")
 SIDE_EXTENSIONS = ("phn", "voice", "sent", "wrd", "ltr")

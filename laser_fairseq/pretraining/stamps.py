@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Set
 
-from .files import read_json, write_json
+from ..files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import torch
 from ..checkpoint_io import load_checkpoint
 from ..checkpoint_recovery import ensure_resumable
 from ..export import genuine_hubert_cfg
-from .files import atomic_path
+from ..files import atomic_path
 from .schedule import Iteration, override_arguments
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,8 +1,10 @@
-"""Atomic writes: a file appears complete under its name or not at all."""
+"""Atomic writes: a file (or directory) appears complete under its name or not at all; and a file's sha256."""
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 from typing import Dict, Iterator, List
 
 
@@ -17,6 +19,33 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+    """Yield a temporary directory path beside ``path``; when the block succeeds it takes the place of ``path``
+    (an existing file or directory there is moved aside first and removed only once the new one is in place),
+    otherwise it is removed and ``path`` stays as it was."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield temporary
+        if os.path.lexists(path):
+            aside = f"{path}.old-{os.getpid()}"
+            os.rename(path, aside)
+            os.rename(temporary, path)
+            _remove(aside)
+        else:
+            os.rename(temporary, path)
+    finally:
+        _remove(temporary)
+
+
+def _remove(path: str):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def write_text(path: str, text: str):
@@ -53,3 +82,12 @@ def write_json(path: str, value) -> None:
 def read_json(path: str):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def sha256_of(path: str) -> str:
+    """Hex sha256 of the file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""The model card --format hf writes (laser_fairseq/model_card.py): every number is the checkpoint's."""
+"""The model card --format hf writes (laser_fairseq/export/model_card.py): every number is the checkpoint's."""
 
 import copy
 import hashlib
@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from laser_fairseq import model_card
+from laser_fairseq.export import model_card
 from laser_fairseq.export import ExportError, export_checkpoint
-from laser_fairseq.model_card import CardOptions, ModelCardError
+from laser_fairseq.export.model_card import CardOptions, ModelCardError
 from laser_fairseq.tiny_upstream import save_checkpoint
 from test_analysis import laser_checkpoint_with_new_top_blocks
 

@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from .checkpoint_io import CheckpointError
-from .files import write_text
+from ..checkpoint_io import CheckpointError
+from ..files import sha256_of, write_text
 
 CARD_NAME = "README.md"
 UNKNOWN_LICENSE = "unknown"
@@ -292,8 +292,6 @@ def model_card_text(
 
 def upstream_digest(path: str) -> Optional[str]:
     """sha256 of the source upstream file (of model.safetensors for an HF directory), None if there is none."""
-    from .export import sha256_of
-
     if os.path.isfile(path):
         return sha256_of(path)
     weights = os.path.join(path, "model.safetensors")
@@ -301,9 +299,7 @@ def upstream_digest(path: str) -> Optional[str]:
 
 
 def card_for_plan(plan, output: str, options: CardOptions) -> str:
-    """The card of the HF export in ``output`` made from ``plan`` (export.ExportPlan)."""
-    from .export import sha256_of
-
+    """The card of the HF export in ``output`` made from ``plan`` (:class:`~laser_fairseq.export.plan.ExportPlan`)."""
     settings = laser_settings(plan.run.cfg or {}, plan.run.num_updates, plan.num_layers)
     effect_sha = sha256_of(options.effect_results) if options.effect_results else None
     return model_card_text(

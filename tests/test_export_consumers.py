@@ -6,7 +6,6 @@ One module-scoped setup trains tiny HuBERT and WavLM upstreams for 2 LASER updat
 """
 
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from checkpoint_shapes import max_difference_to_transformers, with_legacy_args
+from laser_fairseq.cli.export_checkpoint import main
 from laser_fairseq.checkpoint_io import SAFE_GLOBALS, load_checkpoint
 from laser_fairseq.export import (
     ExportError,
@@ -328,8 +328,6 @@ def test_verification_catches_a_corrupted_merge(trained, tmp_path):
 
 
 def test_a_corrupted_write_is_never_left_in_place(trained, tmp_path, monkeypatch):
-    import laser_fairseq.export as export
-
     real_save = torch.save
 
     def save_with_a_flipped_frozen_tensor(state, path):
@@ -337,7 +335,7 @@ def test_a_corrupted_write_is_never_left_in_place(trained, tmp_path, monkeypatch
         weights["feature_extractor.conv_layers.0.0.weight"] = -weights["feature_extractor.conv_layers.0.0.weight"]
         real_save(dict(state, model=weights), path)
 
-    monkeypatch.setattr(export.torch, "save", save_with_a_flipped_frozen_tensor)
+    monkeypatch.setattr(torch, "save", save_with_a_flipped_frozen_tensor)
     output = tmp_path / "out.pt"
     with pytest.raises(ExportVerificationError):
         export_checkpoint(str(trained["wavlm_laser"]), str(output))
@@ -382,6 +380,5 @@ def test_command_line(trained, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "blocks replaced : [2, 3]" in first.stdout and "sha256" in first.stdout
 
-    cli = runpy.run_path(str(script), run_name="export_checkpoint_cli")  # the same script, in-process
-    with pytest.raises(SystemExit, match="pass --force"):
-        cli["main"](argv)
+    with pytest.raises(SystemExit, match="pass --force"):  # the same command, in process
+        main(argv)

@@ -26,17 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checkpoint_io import CheckpointError
-from .export import (
-    ExportError,
-    ExportPlan,
-    ExportVerificationError,
-    check_written_weights,
-    genuine_hubert_cfg,
-    temporary_path,
-)
-from .models.blockwise import BlockwiseUpstream
-from .models.hf_checkpoint import (
+from ..checkpoint_io import CheckpointError
+from ..files import atomic_directory
+from ..models.blockwise import BlockwiseUpstream
+from ..models.hf_checkpoint import (
     HF_MODEL_CLASSES,
     PREPROCESSOR_CONFIG,
     PRETRAINING_HEAD,
@@ -45,8 +38,12 @@ from .models.hf_checkpoint import (
     load_hf_model,
     to_hf_names,
 )
-from .models.upstream import FAIRSEQ, HF, HUBERT, S3PRL, load_weights, upstream_from_source
-from .models.wavlm import WavLMConfig
+from ..models.upstream import FAIRSEQ, HF, HUBERT, S3PRL, load_weights, upstream_from_source
+from ..models.wavlm import WavLMConfig
+from .errors import ExportError, ExportVerificationError
+from .formats import genuine_hubert_cfg
+from .plan import ExportPlan
+from .verify import check_written_weights
 
 ATOL = 1e-5
 SAMPLE_RATE = 16000
@@ -98,8 +95,8 @@ def our_upstream(plan: ExportPlan, extra_safe_globals: Iterable[str] = ()) -> Bl
 
 
 def write_hf_export(plan: ExportPlan, output: str, extra_safe_globals: Iterable[str] = ()) -> float:
-    """save_pretrained into a temporary directory beside ``output``, verify it, then move it into place.
-    Returns the largest hidden-state difference found by the verification."""
+    """save_pretrained into a temporary directory beside ``output``, verify it, then move it into place
+    (files.atomic_directory). Returns the largest hidden-state difference found by the verification."""
     transformers = _transformers()
     config = hf_config(plan)
     model = getattr(transformers, HF_MODEL_CLASSES[plan.source.kind])(config)
@@ -112,15 +109,10 @@ def write_hf_export(plan: ExportPlan, output: str, extra_safe_globals: Iterable[
     except RuntimeError as error:
         raise ExportError(f"{plan.source.path}: the weights do not fit transformers' model: {error}") from None
     ours = our_upstream(plan, extra_safe_globals)
-    temporary = temporary_path(output)
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    try:
+    with atomic_directory(output) as temporary:
         model.save_pretrained(temporary)
         write_preprocessor_config(plan, temporary, ours.normalize, config.feat_extract_norm == "layer")
         difference = check_directory(temporary, plan, ours)
-        replace_path(temporary, output)
-    finally:
-        _remove(temporary)
     return difference
 
 
@@ -242,27 +234,3 @@ def scaled_difference(mine: Tensor, theirs: Tensor) -> float:
     if not (torch.isfinite(mine).all() and torch.isfinite(theirs).all()):
         return float("inf")
     return (mine - theirs).abs().max().item() / max(1.0, mine.abs().max().item())
-
-
-# --------------------------------------------------------------------------------------------------
-# files
-# --------------------------------------------------------------------------------------------------
-
-
-def replace_path(temporary: str, output: str):
-    """Move ``temporary`` to ``output``; an existing ``output`` (file or directory) is moved aside first and
-    removed only once the new one is in place."""
-    if not os.path.lexists(output):
-        os.rename(temporary, output)
-        return
-    aside = f"{output}.old-{os.getpid()}"
-    os.rename(output, aside)
-    os.rename(temporary, output)
-    _remove(aside)
-
-
-def _remove(path: str):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)

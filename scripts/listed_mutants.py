@@ -72,10 +72,10 @@ MUTANTS = [
     ),
     ListedMutant(
         "verify-skips-trained", "export verification skips the tensors of the trained blocks",
-        "laser_fairseq/export.py",
+        "laser_fairseq/export/verify.py",
         "        for key, value in written.items()\n        if not _is_expected(",
         "        for key, value in written.items()\n        if not is_in_blocks(key, trained_blocks) and not _is_expected(",
-        ["tests/test_export_merge.py"],
+        ["tests/test_export_verify.py"],
     ),
     ListedMutant(
         "valid-epoch-dataset", "validation draws follow the epoch (dataset ignores fixed_perturbations)",

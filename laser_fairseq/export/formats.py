@@ -1,6 +1,6 @@
-"""The original formats an export is written in: fairseq HuBERT, s3prl's converted HuBERT, unilm WavLM (the Hugging
-Face directory is :mod:`laser_fairseq.export.hf`), and which of them a source can be exported to. Why each
-format looks as it does, and why some pairs are refused: docs/export.md ("Formats")."""
+"""The original formats an export is written in (fairseq HuBERT, s3prl's converted HuBERT, unilm WavLM; the Hugging
+Face directory is :mod:`laser_fairseq.export.hf`) and which of them a source can be exported to. What each
+format holds and why some pairs are refused: docs/export.md, "Which formats each source exports to"."""
 
 import copy
 from typing import Dict, Optional
@@ -10,9 +10,8 @@ from torch import Tensor
 from ..models.upstream import FAIRSEQ, HF, HUBERT, S3PRL, UNILM, WAVLM, UpstreamSource
 from .errors import ExportError
 
-# (kind, source format) -> the formats an export can be written in, the default first. Not offered: fairseq
-# or s3prl from an HF HuBERT (no pretraining head, no label_rate / final_dim to write a faithful cfg), fairseq
-# from s3prl's format (its dictionaries keep only their symbols).
+# (kind, source format) -> the formats an export can be written in, the default first (why the others are not
+# offered: docs/export.md#which-formats-each-source-exports-to; the error message says it too, _why_not)
 FORMATS_BY_SOURCE = {
     (HUBERT, FAIRSEQ): (FAIRSEQ, S3PRL, HF),
     (HUBERT, S3PRL): (S3PRL, HF),

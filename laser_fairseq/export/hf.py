@@ -1,20 +1,11 @@
 """Export to a Hugging Face transformers directory (``--format hf``), verified with transformers itself.
 
-The merged weights are renamed to transformers' names and loaded strictly into a freshly built
-``HubertModel`` / ``WavLMModel`` whose config is the source's own config.json (a run that started from an
-HF directory) or is mapped from the fairseq / unilm cfg; ``save_pretrained`` writes config.json and
-model.safetensors, next to a ``preprocessor_config.json`` (the source's own, else a Wav2Vec2FeatureExtractor
-whose ``do_normalize`` is the upstream's waveform normalisation). Before the directory is moved into place
-it is read back with ``from_pretrained(..., output_loading_info=True)`` and must show no missing, unexpected
-or mismatched keys, every tensor equal to the merge, and hidden states of every layer within 1e-5 of ours
-(relative to the activations' magnitude where it exceeds 1: the float32 round-off of two attention
-implementations grows with it, e.g. 1.7e-5 absolute at magnitude 24 in a WavLM-Large-sized model).
-
-Padding: our upstream runs each utterance's CNN on its own samples. transformers does the equivalent for
-layer-norm CNNs (Large models) when given an ``attention_mask``, so there the padded batch is compared as a
-batch. For group-norm CNNs (Base models) transformers' documentation says to pass no ``attention_mask`` and
-zero-pad; its group norm then sees the padding and a padded row differs from the utterance alone, so there
-each utterance is compared as a batch of one.
+The merged weights, renamed to transformers' names, are loaded strictly into a ``HubertModel`` /
+``WavLMModel`` (config: the HF source's own config.json, or mapped from the fairseq / unilm cfg) and written
+with ``save_pretrained`` beside a ``preprocessor_config.json``; the directory is read back by transformers
+and its keys, tensors and hidden states of every layer (within ``ATOL``, relative above unit magnitude)
+checked before it is moved into place. What is written, the tolerance and why Base models' padded rows are
+compared one utterance at a time: docs/huggingface.md, "What is written and how it is checked".
 """
 
 import json
@@ -198,8 +189,8 @@ def hf_hidden_states(model, source: Tensor, attention_mask=None) -> List[Tensor]
 
 
 def max_hidden_state_difference(model, ours: BlockwiseUpstream, per_utterance: bool, hf_normalize: bool) -> float:
-    """Largest ``scaled_difference`` over every layer and utterance of the verification batch (valid frames,
-    see the module doc); transformers' input is normalised per utterance if ``hf_normalize``, as its feature
+    """Largest ``scaled_difference`` over every layer and utterance of the verification batch (valid frames
+    only; with ``per_utterance`` each row alone, as group-norm CNNs need); transformers' input is normalised per utterance if ``hf_normalize``, as its feature
     extractor would."""
     source, padding_mask = verification_batch()
     lengths = (~padding_mask).sum(dim=1).tolist()

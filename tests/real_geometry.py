@@ -38,7 +38,7 @@ TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 LAYERS, DIM = 12, 768
 TOP_BLOCKS = (10, 11)
 BASE_CNN = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
-ATOL = 1e-5  # as for the tiny exports (tests/test_export.py); the measured differences are printed
+ATOL = 1e-5  # as for the tiny exports (tests/test_export_consumers.py); the measured differences are printed
 FORMATS = {"hubert": ("fairseq", "s3prl", "hf"), "wavlm": ("unilm", "hf")}
 CONFIGS = {"hubert": "laser_hubert_base", "wavlm": "laser_wavlm_base"}
 

@@ -190,8 +190,8 @@ def hf_hidden_states(model, source: Tensor, attention_mask=None) -> List[Tensor]
 
 def max_hidden_state_difference(model, ours: BlockwiseUpstream, per_utterance: bool, hf_normalize: bool) -> float:
     """Largest ``scaled_difference`` over every layer and utterance of the verification batch (valid frames
-    only; with ``per_utterance`` each row alone, as group-norm CNNs need); transformers' input is normalised per utterance if ``hf_normalize``, as its feature
-    extractor would."""
+    only; with ``per_utterance`` each row alone, as group-norm CNNs need); transformers' input is normalised
+    per utterance if ``hf_normalize``, as its feature extractor would."""
     source, padding_mask = verification_batch()
     lengths = (~padding_mask).sum(dim=1).tolist()
     normalized = torch.zeros_like(source)

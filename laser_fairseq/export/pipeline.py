@@ -22,8 +22,9 @@ def export_checkpoint(
 ) -> ExportReport:
     """Export, verify and describe. Raises ExportError / CheckpointError with a message naming the file.
 
-    ``card`` (:class:`~laser_fairseq.export.model_card.CardOptions`: base model id, license, a study's results) describes the model card an
-    HF export gets as README.md; an HF export gets a card in any case, other formats none.
+    ``card`` (:class:`~laser_fairseq.export.model_card.CardOptions`: base model id, license, a study's
+    results) describes the model card an HF export gets as README.md; an HF export gets a card in any case,
+    other formats none.
     """
     plan = plan_export(laser_checkpoint, fmt, upstream, extra_safe_globals)
     if card is not None and card != CardOptions() and plan.fmt != HF:

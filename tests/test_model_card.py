@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from laser_fairseq.cli.export_checkpoint import main
 from laser_fairseq.export import model_card
 from laser_fairseq.export import ExportError, export_checkpoint
 from laser_fairseq.export.model_card import CardOptions, ModelCardError
@@ -18,7 +19,6 @@ from laser_fairseq.tiny_upstream import save_checkpoint
 from test_analysis import laser_checkpoint_with_new_top_blocks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "export_checkpoint.py")
 STUDY = os.path.join(REPO, "examples", "laser_effect", "results.json")
 
 
@@ -130,12 +130,10 @@ def test_huggingface_hub_parses_the_card(exported):
     assert "## LASER settings" in card.text
 
 
-def test_without_options_the_license_is_unknown_and_said_so(laser, upstream, tmp_path):
+def test_without_options_the_license_is_unknown_and_said_so(laser, upstream, tmp_path, capsys):
     output = str(tmp_path / "hf")
-    done = subprocess.run([sys.executable, SCRIPT, "--checkpoint", laser[0], "--output", output, "--format", "hf",
-                           "--upstream", upstream], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"model card: {os.path.join(output, 'README.md')}" in done.stdout
+    main(["--checkpoint", laser[0], "--output", output, "--format", "hf", "--upstream", upstream])  # the command
+    assert f"model card: {os.path.join(output, 'README.md')}" in capsys.readouterr().out
     with open(os.path.join(output, "README.md"), encoding="utf-8") as handle:
         text = handle.read()
     assert front_matter(text)["license"] == "unknown" and "base_model" not in front_matter(text)

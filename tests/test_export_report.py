@@ -10,7 +10,6 @@ from pathlib import Path
 from export_files import LAYERS, PREFIX, edited_run, hubert, in_trained_blocks, wavlm
 from laser_fairseq.checkpoint_io import load_checkpoint
 from laser_fairseq.export import build_report, export_checkpoint, plan_export, weights_file
-from laser_fairseq.files import sha256_of
 
 
 def test_the_report_counts_the_tensors_and_parameters_of_the_merge_exactly(hubert, tmp_path):
@@ -91,14 +90,3 @@ def test_weights_file_is_the_output_or_the_safetensors_file_of_an_hf_directory()
     assert weights_file("/x/out", "hf") == "/x/out/model.safetensors"
     for fmt in ("fairseq", "s3prl", "unilm"):
         assert weights_file("/x/out.pt", fmt) == "/x/out.pt"
-
-
-def test_sha256_of_is_the_files_sha256_in_any_size(tmp_path):
-    empty, small, large = tmp_path / "empty", tmp_path / "small", tmp_path / "large"
-    empty.write_bytes(b"")
-    small.write_bytes(b"abc")
-    data = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit: several chunks
-    large.write_bytes(data)
-    assert sha256_of(str(empty)) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    assert sha256_of(str(small)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert sha256_of(str(large)) == hashlib.sha256(data).hexdigest()

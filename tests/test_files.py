@@ -1,0 +1,53 @@
+"""laser_fairseq/files.py: atomic writes of files and directories, and a file's sha256."""
+
+import hashlib
+import os
+
+import pytest
+
+from laser_fairseq.files import atomic_directory, atomic_path, sha256_of
+
+
+def test_sha256_of_is_the_files_sha256_in_any_size(tmp_path):
+    empty, small, large = tmp_path / "empty", tmp_path / "small", tmp_path / "large"
+    empty.write_bytes(b"")
+    small.write_bytes(b"abc")
+    data = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit: several chunks
+    large.write_bytes(data)
+    assert sha256_of(str(empty)) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert sha256_of(str(small)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_of(str(large)) == hashlib.sha256(data).hexdigest()
+
+
+def test_atomic_directory_replaces_an_existing_one_only_when_the_block_succeeds(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="failed"):
+        with atomic_directory(str(output)) as temporary:
+            os.makedirs(temporary)
+            with open(os.path.join(temporary, "new.txt"), "w") as handle:
+                handle.write("half")
+            raise RuntimeError("failed")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(output) == ["old.txt"]
+    with atomic_directory(str(output)) as temporary:
+        assert temporary == f"{output}.tmp-{os.getpid()}"
+        os.makedirs(temporary)
+        with open(os.path.join(temporary, "new.txt"), "w") as handle:
+            handle.write("new")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(output) == ["new.txt"]  # nothing set aside left
+
+
+def test_atomic_directory_creates_the_parent_and_atomic_path_leaves_nothing_on_failure(tmp_path):
+    output = tmp_path / "deep" / "out"
+    with atomic_directory(str(output)) as temporary:
+        os.makedirs(temporary)
+    assert output.is_dir()
+    target = tmp_path / "file.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_path(str(target)) as temporary:
+            with open(temporary, "wb") as handle:
+                handle.write(b"partial")
+            raise OSError("disk full")
+    assert sorted(os.listdir(tmp_path)) == ["deep", "file.pt"] and target.read_bytes() == b"old"

@@ -16,14 +16,13 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from ..hydra_command import Verbatim, hydra_train_command, run_folder_overrides
 from .variants import Variant
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../laser_fairseq
 DONE = "done.json"
 
 
@@ -71,31 +70,21 @@ class RunError(RuntimeError):
     """A run that failed or whose folder holds another configuration; the message says what to do."""
 
 
-def fairseq_hydra_train() -> str:
-    """The fairseq-hydra-train of this interpreter's environment."""
-    return os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
-
-
 def training_command(run: Run, out: str) -> List[str]:
+    """The fairseq-hydra-train command of ``run``: settings, then the variant's criterion, then extra overrides."""
     settings, folder = run.settings, run.folder(out)
-    return [
-        fairseq_hydra_train(),
-        "--config-dir", settings.config_dir,
-        "--config-name", settings.config_name,
-        f"common.user_dir={PACKAGE_DIR}",
-        f"task.data={settings.data}",
-        f"model.upstream_path={settings.upstream}",
-        f"checkpoint.save_dir={os.path.join(folder, 'checkpoints')}",
-        f"common.tensorboard_logdir={os.path.join(folder, 'tensorboard')}",
-        f"hydra.run.dir={os.path.join(folder, 'hydra')}",
-        f"common.seed={run.seed}",
-        f"optimization.lr=[{settings.lr:g}]",
-        f"optimization.max_update={settings.max_update}",
-        f"lr_scheduler.total_num_update={settings.max_update}",
-        f"lr_scheduler.warmup_updates={settings.warmup_updates}",
-        *run.variant.criterion_overrides,
-        *settings.overrides,
-    ]
+    keyed = {
+        "task.data": settings.data,
+        "model.upstream_path": settings.upstream,
+        **run_folder_overrides(folder),
+        "common.seed": run.seed,
+        "optimization.lr": Verbatim(f"[{settings.lr:g}]"),
+        "optimization.max_update": settings.max_update,
+        "lr_scheduler.total_num_update": settings.max_update,
+        "lr_scheduler.warmup_updates": settings.warmup_updates,
+    }
+    return hydra_train_command(settings.config_dir, settings.config_name, keyed,
+                               [*run.variant.criterion_overrides, *settings.overrides])
 
 
 def finished(run: Run, out: str) -> Optional[dict]:

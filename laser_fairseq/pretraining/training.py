@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from typing import List, Optional, Sequence
 
 import torch
@@ -28,20 +27,16 @@ from ..checkpoint_io import load_checkpoint
 from ..checkpoint_recovery import ensure_resumable
 from ..export import genuine_hubert_cfg
 from ..files import atomic_path
-from .schedule import Iteration, override_arguments
+from ..hydra_command import hydra_train_command, override_arguments
+from .schedule import Iteration
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USER_DIR = os.path.join(REPO, "laser_fairseq")
 HEAD_KEYS = ("final_proj.", "label_embs_concat")
 LAST = "checkpoint_last.pt"
 
 
 class TrainingError(RuntimeError):
     """A training run that failed or ended unexpectedly; the message says where its log is."""
-
-
-def hydra_train() -> str:
-    return os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 
 
 def train_command(
@@ -52,7 +47,6 @@ def train_command(
     config_dir, config_file = os.path.split(iteration.config_path)
     rate = iteration.target.label_rate
     driver_keys = {
-        "common.user_dir": USER_DIR,
         "common.seed": seed,
         "task.data": data_dir,
         "task.label_dir": label_dir,
@@ -63,10 +57,8 @@ def train_command(
         "optimization.max_update": iteration.max_update,
         "hydra.run.dir": hydra_dir,
     }
-    return [
-        hydra_train(), "--config-dir", config_dir, "--config-name", os.path.splitext(config_file)[0],
-        *override_arguments(driver_keys), *start_overrides, *override_arguments(iteration.overrides),
-    ]
+    return hydra_train_command(config_dir, os.path.splitext(config_file)[0], driver_keys,
+                               [*start_overrides, *override_arguments(iteration.overrides)])
 
 
 def start_overrides(save_dir: str, init_checkpoint: Optional[str]) -> List[str]:

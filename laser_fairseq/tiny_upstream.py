@@ -23,6 +23,8 @@ from fairseq.models.hubert import HubertConfig
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPretrainingTask
 from omegaconf import OmegaConf
 
+from .checkpoint_io import write_checkpoint
+from .files import atomic_path
 from .models.wavlm import WavLMConfig, WavLMEncoder
 
 
@@ -184,10 +186,7 @@ def save_checkpoint(state: dict, path: str, force: bool = False):
     """Write a checkpoint atomically; refuse to replace an existing file unless ``force``."""
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path} exists; pass --force to replace it")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    write_checkpoint(state, path)
 
 
 def save_tiny_hf_directory(
@@ -217,12 +216,11 @@ def save_tiny_hf_directory(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=layer_norm_first,
         return_attention_mask=layer_norm_first,
     )
-    temporary = f"{path}.tmp-{os.getpid()}"
-    model.save_pretrained(temporary)
-    extractor.save_pretrained(temporary)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        model.save_pretrained(temporary)
+        extractor.save_pretrained(temporary)
+        if os.path.exists(path):
+            shutil.rmtree(path)
 
 
 def _randomise_hf(model: torch.nn.Module, seed: int):

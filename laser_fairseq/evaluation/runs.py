@@ -12,7 +12,6 @@ re-run with the same command, and fairseq resumes it from its ``checkpoint_last.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -20,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from ..checkpoint_recovery import LAST
+from ..files import read_json, write_json
 from ..hydra_command import Verbatim, hydra_train_command, run_folder_overrides
 from .variants import Variant
 
@@ -63,7 +64,7 @@ class Run:
         return os.path.join(out, "runs", self.key)
 
     def checkpoint(self, out: str) -> str:
-        return os.path.join(self.folder(out), "checkpoints", "checkpoint_last.pt")
+        return os.path.join(run_folder_overrides(self.folder(out))["checkpoint.save_dir"], LAST)
 
 
 class RunError(RuntimeError):
@@ -92,8 +93,7 @@ def finished(run: Run, out: str) -> Optional[dict]:
     path = os.path.join(run.folder(out), DONE)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        done = json.load(handle)
+    done = read_json(path)
     if done.get("command") != training_command(run, out):
         raise RunError(
             f"{path}: this run finished with another command than the one asked now; settings that change "
@@ -133,8 +133,5 @@ def record_command(out: str, command: Sequence[str]):
 
 
 def write_json_atomic(path: str, content: dict):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    """``content`` as indented JSON with sorted keys, written atomically: the evaluation's record files."""
+    write_json(path, content, sort_keys=True)

@@ -23,7 +23,9 @@ import re
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
+
+from laser_fairseq.demo_training import demo_train_command, logged_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_UPSTREAM = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
@@ -63,37 +65,6 @@ def run(command: List[str], log_path: Optional[str] = None):
             log.write(line)
         if process.wait() != 0:
             sys.exit(f"demo failed: {command[0]} exited with {process.returncode}" + (f"; log: {log_path}" if log_path else ""))
-
-
-def demo_train_command(upstream: str, run_dir: str, max_update: int, overrides=(), data: Optional[str] = None) -> List[str]:
-    """fairseq-hydra-train with examples/laser/config/demo.yaml on ``data`` (default manifests/demo), writing
-    into ``run_dir``."""
-    return [
-        os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
-        "--config-dir", os.path.join(REPO, "examples", "laser", "config"),
-        "--config-name", "demo",
-        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
-        f"task.data={data or os.path.join(REPO, 'manifests', 'demo')}",
-        f"model.upstream_path={upstream}",
-        f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
-        f"common.tensorboard_logdir={os.path.join(run_dir, 'tensorboard')}",
-        f"hydra.run.dir={os.path.join(run_dir, 'hydra')}",
-        f"optimization.max_update={max_update}",
-        *overrides,
-    ]
-
-
-def logged_values(output: str, tag: str, key: str = "loss") -> List[Tuple[int, float]]:
-    """[(num_updates, value)] of ``key`` from fairseq's simple-format log lines tagged ``tag``."""
-    points = []
-    for line in output.splitlines():
-        if f"][{tag}][" not in line:
-            continue
-        update = re.search(r"num_updates[= ](\d+)", line)
-        value = re.search(rf"\b{key}[= ]([-+0-9.eE]+|nan|inf)", line)
-        if update and value:
-            points.append((int(update.group(1)), float(value.group(1))))
-    return points
 
 
 def summarise(run_dir: str, log_path: str):

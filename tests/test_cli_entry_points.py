@@ -8,6 +8,8 @@ import inspect
 import os
 import tomllib
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,21 +18,39 @@ def console_commands() -> dict:
         return tomllib.load(handle)["project"]["scripts"]
 
 
+# Console commands whose front doors other branches of issue 26 move into laser_fairseq/cli; each is an
+# expected failure (strict: once its module lands the test passes, and its name must leave this set).
+PENDING = {"laser-evaluate-laser", "laser-analyze-layers", "laser-superb-pr", "laser-abx", "laser-export-checkpoint",
+           "laser-run-demo", "laser-gpu-check"}
+
+
+def target_problem(command: str, target: str):
+    """Why ``target`` (``module:function``) is not a console command's ``main(argv=None)``, or None."""
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        return f"{command}: {module_name} does not import ({error})"
+    main = getattr(module, function, None)
+    if not callable(main):
+        return f"{command}: {module_name} has no {function}()"
+    if list(inspect.signature(main).parameters) != ["argv"]:
+        return f"{command}: {target} takes {list(inspect.signature(main).parameters)}, not (argv=None)"
+    return None
+
+
 def test_every_console_command_target_imports():
-    problems = []
-    for command, target in sorted(console_commands().items()):
-        module_name, _, function = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            problems.append(f"{command}: {module_name} does not import ({error})")
-            continue
-        main = getattr(module, function, None)
-        if not callable(main):
-            problems.append(f"{command}: {module_name} has no {function}()")
-        elif list(inspect.signature(main).parameters) != ["argv"]:
-            problems.append(f"{command}: {target} takes {list(inspect.signature(main).parameters)}, not (argv=None)")
+    problems = [target_problem(command, target) for command, target in sorted(console_commands().items())
+                if command not in PENDING]
+    problems = [problem for problem in problems if problem]
     assert not problems, "missing or broken console command targets:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("command", sorted(PENDING))
+@pytest.mark.xfail(strict=True, reason="its front door moves into laser_fairseq/cli in another branch of issue 26")
+def test_a_pending_console_command_target_imports(command):
+    problem = target_problem(command, console_commands()[command])
+    assert problem is None, problem
 
 
 def test_console_commands_are_named_after_their_module():

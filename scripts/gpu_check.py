@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import statistics
@@ -40,7 +39,7 @@ import textwrap
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 from laser_fairseq.demo_training import PRECISIONS, REPO, check_laser_run
 

@@ -8,8 +8,9 @@ import math
 import os
 import re
 import subprocess
-import sys
 from typing import List, Optional, Tuple
+
+from laser_fairseq.hydra_command import hydra_train_command, run_folder_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # fairseq-hydra-train overrides of each precision a LASER run is checked in
@@ -19,19 +20,13 @@ PRECISIONS = {"fp32": [], "fp16": ["common.fp16=true"], "bf16": ["common.bf16=tr
 def demo_train_command(upstream: str, run_dir: str, max_update: int, overrides=(), data: Optional[str] = None) -> List[str]:
     """fairseq-hydra-train with examples/laser/config/demo.yaml on ``data`` (default manifests/demo), writing
     into ``run_dir``."""
-    return [
-        os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
-        "--config-dir", os.path.join(REPO, "examples", "laser", "config"),
-        "--config-name", "demo",
-        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
-        f"task.data={data or os.path.join(REPO, 'manifests', 'demo')}",
-        f"model.upstream_path={upstream}",
-        f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
-        f"common.tensorboard_logdir={os.path.join(run_dir, 'tensorboard')}",
-        f"hydra.run.dir={os.path.join(run_dir, 'hydra')}",
-        f"optimization.max_update={max_update}",
-        *overrides,
-    ]
+    keyed = {
+        "task.data": data or os.path.join(REPO, "manifests", "demo"),
+        "model.upstream_path": upstream,
+        **run_folder_overrides(run_dir),
+        "optimization.max_update": max_update,
+    }
+    return hydra_train_command(os.path.join(REPO, "examples", "laser", "config"), "demo", keyed, overrides)
 
 
 def logged_values(output: str, tag: str, key: str = "loss") -> List[Tuple[int, float]]:

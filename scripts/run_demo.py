@@ -19,7 +19,6 @@ Every run writes into a new folder outputs/demo/run-<timestamp> (or --run-dir); 
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time

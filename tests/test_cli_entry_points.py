@@ -61,7 +61,7 @@ def test_console_commands_are_named_after_their_module():
 
 
 def test_a_script_of_a_console_command_is_a_shim_of_its_main():
-    """scripts/<name>.py of a laser_fairseq.cli module imports that module's main and does nothing else."""
+    """scripts/<name>.py of a laser_fairseq.cli module imports that module's main and only runs it."""
     shims = 0
     for target in console_commands().values():
         module_name = target.partition(":")[0]
@@ -70,7 +70,8 @@ def test_a_script_of_a_console_command_is_a_shim_of_its_main():
             continue  # the command's front door has not moved into laser_fairseq/cli yet
         tree = ast.parse(open(path, encoding="utf-8").read())
         imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-        assert [(node.module, [alias.name for alias in node.names]) for node in imports] == [(module_name, ["main"])], path
+        assert [node.module for node in imports] == [module_name], path  # one import, of its front door
+        assert "main" in [alias.name for alias in imports[0].names], path
         assert len([node for node in tree.body if not isinstance(node, ast.Expr)]) == 2, path  # import + __main__ guard
         shims += 1
     assert shims >= 8

@@ -19,13 +19,12 @@ Every run writes into a new folder outputs/demo/run-<timestamp> (or --run-dir); 
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
-from laser_fairseq.hydra_command import hydra_train_command, run_folder_overrides
+from laser_fairseq.demo_training import demo_train_command, logged_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_UPSTREAM = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
@@ -65,31 +64,6 @@ def run(command: List[str], log_path: Optional[str] = None):
             log.write(line)
         if process.wait() != 0:
             sys.exit(f"demo failed: {command[0]} exited with {process.returncode}" + (f"; log: {log_path}" if log_path else ""))
-
-
-def demo_train_command(upstream: str, run_dir: str, max_update: int, overrides=(), data: Optional[str] = None) -> List[str]:
-    """fairseq-hydra-train with examples/laser/config/demo.yaml on ``data`` (default manifests/demo), writing
-    into ``run_dir``."""
-    keyed = {
-        "task.data": data or os.path.join(REPO, "manifests", "demo"),
-        "model.upstream_path": upstream,
-        **run_folder_overrides(run_dir),
-        "optimization.max_update": max_update,
-    }
-    return hydra_train_command(os.path.join(REPO, "examples", "laser", "config"), "demo", keyed, overrides)
-
-
-def logged_values(output: str, tag: str, key: str = "loss") -> List[Tuple[int, float]]:
-    """[(num_updates, value)] of ``key`` from fairseq's simple-format log lines tagged ``tag``."""
-    points = []
-    for line in output.splitlines():
-        if f"][{tag}][" not in line:
-            continue
-        update = re.search(r"num_updates[= ](\d+)", line)
-        value = re.search(rf"\b{key}[= ]([-+0-9.eE]+|nan|inf)", line)
-        if update and value:
-            points.append((int(update.group(1)), float(value.group(1))))
-    return points
 
 
 def summarise(run_dir: str, log_path: str):

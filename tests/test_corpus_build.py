@@ -5,7 +5,6 @@ Fast and in process (corpora of 2-15 utterances): the tests `make mutate MUTATE_
 properties of a full corpus against independent references are in tests/test_synthetic_corpus.py.
 """
 
-import importlib.util
 import inspect
 import json
 import os
@@ -20,6 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from laser_fairseq.cli import make_synthetic_corpus
 from laser_fairseq.data import synthesis
 from laser_fairseq.data import synthetic_corpus as sc
 from laser_fairseq.data.prepare import letters
@@ -28,7 +28,6 @@ from laser_fairseq.data.synthetic_corpus import SPLITS, CorpusError, CorpusSetti
 from worker_pools import recording_worker_context
 
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "make_synthetic_corpus.py")
 
 
 def quiet(message):
@@ -297,10 +296,7 @@ def test_workers_are_that_many_single_threaded_processes(monkeypatch):
 
 
 def test_build_defaults_are_the_command_line_defaults():
-    spec = importlib.util.spec_from_file_location("make_synthetic_corpus_cli", SCRIPT)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    arguments = cli.parse_args(["--out", "x"])
+    arguments = make_synthetic_corpus.parse_args(["--out", "x"])
     defaults = {name: p.default for name, p in inspect.signature(build_corpus).parameters.items()}
     assert defaults["progress_seconds"] == arguments.progress_seconds and defaults["force"] is arguments.force
     assert defaults["relative_root"] is arguments.relative_root is False

@@ -16,15 +16,13 @@ import sys
 from laser_fairseq.data.demo_corpus import DEMO_PRESET
 from laser_fairseq.data.synthesis import EspeakError
 from laser_fairseq.data.synthetic_corpus import CorpusError, build_preset
+from laser_fairseq.demo import DEMO_MANIFESTS
 
-DEFAULT_OUT_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "manifests", "demo"
-)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR,
+    parser.add_argument("--out-dir", default=DEMO_MANIFESTS,
                         help="output folder (default: manifests/demo in the repository)")
     parser.add_argument("--valid-sentences", type=int, default=DEMO_PRESET.valid_sentences,
                         help="how many sentence ids (the last ones) form the validation split; all their voices go "

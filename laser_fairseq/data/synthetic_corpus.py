@@ -98,7 +98,12 @@ class CorpusSettings:
 
     @property
     def edge_silence_samples(self) -> int:
-        return self.edge_silence_ms * SAMPLE_RATE // 1000
+        return milliseconds_to_samples(self.edge_silence_ms)
+
+
+def milliseconds_to_samples(milliseconds: int) -> int:
+    """Whole 16 kHz samples in ``milliseconds`` (rounded down)."""
+    return milliseconds * SAMPLE_RATE // 1000
 
 
 @dataclass(frozen=True)
@@ -439,5 +444,5 @@ def build_preset(out: str, preset: Preset, workers: int = 1, force: bool = False
     jobs = [make_job(split, sentence, voice, preset.seed)
             for split, sentences in preset.splits().items() for sentence in sentences for voice in preset.voices]
     described = f"preset {preset.name}: {len(preset.sentences)} sentences, {len(preset.voices)} voices"
-    return _build_folder(out, jobs, described, preset.edge_silence_ms * SAMPLE_RATE // 1000, preset.texts,
+    return _build_folder(out, jobs, described, milliseconds_to_samples(preset.edge_silence_ms), preset.texts,
                          workers, force, progress_seconds, log, start)

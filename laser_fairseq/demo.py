@@ -24,6 +24,8 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from .hydra_command import hydra_train_command, run_folder_overrides
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_UPSTREAM = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
 DEMO_CORPUS = os.path.join(REPO, "outputs", "demo", "corpus")
@@ -58,19 +60,13 @@ def demo_train_command(upstream: str, run_dir: str, max_update: int, overrides: 
                        data: Optional[str] = None) -> List[str]:
     """fairseq-hydra-train with examples/laser/config/demo.yaml on ``data`` (default manifests/demo), writing
     into ``run_dir``; ``overrides`` (``key=value``) come last."""
-    return [
-        os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
-        "--config-dir", os.path.join(REPO, "examples", "laser", "config"),
-        "--config-name", "demo",
-        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
-        f"task.data={data or DEMO_MANIFESTS}",
-        f"model.upstream_path={upstream}",
-        f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
-        f"common.tensorboard_logdir={os.path.join(run_dir, 'tensorboard')}",
-        f"hydra.run.dir={os.path.join(run_dir, 'hydra')}",
-        f"optimization.max_update={max_update}",
-        *overrides,
-    ]
+    keyed = {
+        "task.data": data or DEMO_MANIFESTS,
+        "model.upstream_path": upstream,
+        **run_folder_overrides(run_dir),
+        "optimization.max_update": max_update,
+    }
+    return hydra_train_command(os.path.join(REPO, "examples", "laser", "config"), "demo", keyed, overrides)
 
 
 def logged_values(output: str, tag: str, key: str = "loss") -> List[Tuple[int, float]]:

@@ -39,7 +39,8 @@ SCOPES: Dict[str, List[str]] = {
         "laser_fairseq/data/manifest.py",
         "laser_fairseq/data/audio.py",
     ],
-    "soft_dtw": ["laser_fairseq/losses/soft_dtw.py"],  # dispatcher, batching, autograd (kernels: not mutable)
+    # the API and dispatch (batching, autograd) and the torch backend (the numba and Triton kernels: not mutable)
+    "soft_dtw": ["laser_fairseq/losses/soft_dtw.py", "laser_fairseq/losses/soft_dtw_torch.py"],
     "export": ["laser_fairseq/export.py"],
     # manifests from LibriSpeech, and the synthetic espeak-ng corpus (data/word_lists.py holds constants only,
     # and mutmut mutates code in functions: its words are pinned by tests/test_sentences.py instead)

@@ -70,8 +70,7 @@ def librispeech(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_resources(tmp_path_factory, upstream, librispeech):
     """Sandbox path -> file for every placeholder of doc_blocks.PLACEHOLDERS."""
-    from laser_fairseq.models.wavlm import make_tiny_unilm_checkpoint
-    from laser_fairseq.tiny_upstream import save_checkpoint
+    from laser_fairseq.tiny_upstream import make_tiny_unilm_checkpoint, save_checkpoint
 
     wavlm = str(tmp_path_factory.mktemp("wavlm") / "tiny_wavlm.pt")
     save_checkpoint(make_tiny_unilm_checkpoint(), wavlm)

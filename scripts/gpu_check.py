@@ -41,7 +41,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from laser_fairseq.demo_training import PRECISIONS, REPO, check_laser_run
+from laser_fairseq.demo import PRECISIONS, REPO, check_laser_run
 
 VALUE_LIMIT, GRAD_LIMIT = 1e-6, 1e-5  # relative to the largest value / gradient of the reference
 SELF_CHECK_BUDGET_MS = 50.0

@@ -8,7 +8,7 @@ import torch
 
 from laser_fairseq.checkpoint_io import load_checkpoint
 # what `make demo` runs and reads, and what laser-gpu-check checks of a run
-from laser_fairseq.demo_training import check_laser_run, demo_train_command, logged_values  # noqa: F401
+from laser_fairseq.demo import check_laser_run, demo_train_command, logged_values  # noqa: F401
 from laser_fairseq.tiny_upstream import save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

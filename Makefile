@@ -69,10 +69,10 @@ real-geometry: install
 
 BENCH_OUT ?= benchmarks/results
 bench: install
-	$(PY) scripts/benchmark.py --omp-wait-policy passive --flush-denormal --out $(BENCH_OUT)
-	$(PY) scripts/benchmark_step.py --out $(BENCH_OUT)
-	$(PY) scripts/benchmark_phone_probe.py --utterances 3000 --seconds 2 --dim 768 --out $(BENCH_OUT)
-	$(PY) scripts/benchmark_phone_probe.py --utterances 3000 --train-utterances 3000 --seconds 2 --dim 768 \
+	$(PY) benchmarks/soft_dtw.py --omp-wait-policy passive --flush-denormal --out $(BENCH_OUT)
+	$(PY) benchmarks/training_step.py --out $(BENCH_OUT)
+	$(PY) benchmarks/phone_probe.py --utterances 3000 --seconds 2 --dim 768 --out $(BENCH_OUT)
+	$(PY) benchmarks/phone_probe.py --utterances 3000 --train-utterances 3000 --seconds 2 --dim 768 \
 	  --name phone_probe_train3000 --out $(BENCH_OUT)
 
 # mutmut over the core modules with the fast tests ([tool.mutmut] in pyproject.toml, docs/contributing.md).
@@ -81,7 +81,7 @@ bench: install
 MUTATE_JOBS ?= 2
 MUTATE_SCOPE ?= composition
 mutate: install
-	$(PY) scripts/mutate.py --scope $(MUTATE_SCOPE) --jobs $(MUTATE_JOBS)
+	$(PY) dev/mutate.py --scope $(MUTATE_SCOPE) --jobs $(MUTATE_JOBS)
 
 # The synthetic espeak-ng corpus (made once) and the tiny_progressive schedule on it; re-running continues
 # or skips what is done (examples/hubert_pretraining/README.md).

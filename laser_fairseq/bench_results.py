@@ -1,6 +1,6 @@
 """Result files of the benchmark scripts: the numbers measured plus the command, date, machine, load and versions.
 
-``scripts/benchmark.py``, ``scripts/benchmark_step.py`` and ``scripts/benchmark_phone_probe.py`` write one
+``benchmarks/soft_dtw.py``, ``benchmarks/training_step.py`` and ``benchmarks/phone_probe.py`` write one
 JSON file each into the folder given by ``--out`` (``make bench`` passes the committed ``benchmarks/results``;
 without ``--out`` nothing is written). The speed and memory numbers quoted in README.md and docs/ are read
 from those files, and ``tests/test_bench_numbers.py`` checks that the quoted numbers equal the files'.

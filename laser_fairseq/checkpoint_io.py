@@ -1,4 +1,4 @@
-"""Loading checkpoints with torch's weights-only safety kept on.
+"""Loading checkpoints with torch's weights-only safety kept on, and writing them atomically.
 
 fairseq checkpoints pickle a few harmless classes (fairseq's Dictionary, argparse.Namespace for legacy
 ``args``). They are allowed explicitly, for the duration of one load only; anything else the file asks
@@ -15,6 +15,8 @@ import torch
 
 from . import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.data.dictionary import Dictionary
+
+from .files import atomic_path
 
 SAFE_GLOBALS: List[Any] = [Dictionary, argparse.Namespace]
 
@@ -56,6 +58,12 @@ def load_checkpoint(path: str, extra_safe_globals: Iterable[str] = ()) -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}; {EXPECTED_UPSTREAMS}")
     return state
+
+
+def write_checkpoint(state: dict, path: str) -> None:
+    """``torch.save(state)`` to ``path`` atomically: the file appears complete under its name or not at all."""
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 # what torch.load raises on truncated, corrupt or foreign files (a text file gives a KeyError)

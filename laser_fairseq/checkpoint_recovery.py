@@ -27,6 +27,7 @@ from typing import Iterable, List, Optional, Tuple
 import torch
 
 from .checkpoint_io import SAFE_GLOBALS, CheckpointError, load_checkpoint, resolve_globals
+from .files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -166,17 +167,16 @@ def _resume_point(path: str, state: dict, restored_from: Optional[str] = None) -
 
 def _restore(last: str, why: str, source: str, state: dict) -> ResumePoint:
     """Copy ``source`` over checkpoint_last.pt atomically, keeping the old file as checkpoint_last.pt.<why>-<time>."""
-    temporary = f"{last}.restoring"
-    with open(source, "rb") as reader, open(temporary, "wb") as writer:
-        shutil.copyfileobj(reader, writer, 16 << 20)
-        writer.flush()
-        os.fsync(writer.fileno())
-    aside = _aside_name(last, why)
-    try:
-        os.link(last, aside)  # the old file under a new name, then the swap: never a moment without last
-    except OSError:  # a file system without hard links
-        shutil.copyfile(last, aside)
-    os.replace(temporary, last)
+    with atomic_path(last) as temporary:
+        with open(source, "rb") as reader, open(temporary, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 16 << 20)
+            writer.flush()
+            os.fsync(writer.fileno())
+        aside = _aside_name(last, why)
+        try:
+            os.link(last, aside)  # the old file under a new name, then the swap: never a moment without last
+        except OSError:  # a file system without hard links
+            shutil.copyfile(last, aside)
     point = _resume_point(last, state, restored_from=source)
     what = "is a torn copy (an interrupted save)" if why == "torn" else "is older than a checkpoint saved after it"
     logger.warning(
@@ -207,7 +207,7 @@ def _warn_about_unfinished_writes(save_dir: str) -> None:
     if not os.path.isdir(save_dir):
         return
     for name in sorted(os.listdir(save_dir)):
-        if name.endswith(".pt.tmp") or name.endswith(".pt.restoring"):
+        if name.endswith(".pt.tmp") or ".pt.tmp-" in name:  # fairseq's, and ours (files.atomic_path)
             logger.warning(
                 f"{os.path.join(save_dir, name)} is an unfinished write of an interrupted save; it is never "
                 f"read and can be deleted"

@@ -10,15 +10,17 @@ from typing import Dict, Iterator, List
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; renamed into place when the block succeeds, removed otherwise."""
+    """Yield a temporary path beside ``path``; renamed into place when the block succeeds, removed otherwise.
+
+    The block may write a file or a directory there (a directory replaces only a missing or empty ``path``).
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         yield temporary
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        _remove(temporary)
 
 
 @contextlib.contextmanager
@@ -65,6 +67,8 @@ def write_texts(texts: Dict[str, str]) -> List[str]:
             temporary[path] = f"{path}.tmp-{os.getpid()}"
             with open(temporary[path], "w", encoding="utf-8") as handle:
                 handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
     except BaseException:
         for written in temporary.values():
             if os.path.exists(written):
@@ -75,8 +79,8 @@ def write_texts(texts: Dict[str, str]) -> List[str]:
     return list(temporary)
 
 
-def write_json(path: str, value) -> None:
-    write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+def write_json(path: str, value, sort_keys: bool = False) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def read_json(path: str):

@@ -11,9 +11,10 @@ Used by the demo and the tests; nothing here is a "test mode" of the loading cod
 
 import os
 import shutil
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from . import quiet_fairseq  # noqa: F401  (before any fairseq import: keeps the caller's logging setup)
 from fairseq.data.dictionary import Dictionary
@@ -21,6 +22,10 @@ from fairseq.dataclass.configs import FairseqConfig
 from fairseq.models.hubert import HubertConfig
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPretrainingTask
 from omegaconf import OmegaConf
+
+from .checkpoint_io import write_checkpoint
+from .files import atomic_path
+from .models.wavlm import WavLMConfig, WavLMEncoder
 
 
 def conv_spec(channels: int) -> str:
@@ -111,9 +116,7 @@ def _randomise_norms(model: torch.nn.Module):
 
 
 def make_tiny_wavlm(layers: int = 4, dim: int = 64, layer_norm_first: bool = False, seed: int = 0) -> dict:
-    """A unilm-format WavLM checkpoint dict for a small random model."""
-    from .models.wavlm import make_tiny_unilm_checkpoint
-
+    """A unilm-format WavLM checkpoint dict for a small random model (Large-like with ``layer_norm_first``)."""
     return make_tiny_unilm_checkpoint(
         layers=layers,
         dim=dim,
@@ -125,14 +128,65 @@ def make_tiny_wavlm(layers: int = 4, dim: int = 64, layer_norm_first: bool = Fal
     )
 
 
+_WAVLM_BASE_CFG = dict(  # WavLM-Base values, except sizes which make_tiny_unilm_checkpoint sets
+    extractor_mode="default", activation_fn="gelu", layer_norm_first=False, conv_bias=False,
+    feature_grad_mult=0.1, normalize=False, dropout=0.1, attention_dropout=0.1, activation_dropout=0.0,
+    encoder_layerdrop=0.05, dropout_input=0.1, dropout_features=0.1, mask_length=10, mask_prob=0.8,
+    mask_selection="static", mask_other=0.0, no_mask_overlap=False, mask_min_space=1, mask_channel_length=10,
+    mask_channel_prob=0.0, mask_channel_selection="static", mask_channel_other=0.0,
+    no_mask_channel_overlap=False, mask_channel_min_space=1, relative_position_embedding=True,
+    gru_rel_pos=True,
+)
+
+
+def _randomise_wavlm(model: WavLMEncoder) -> None:
+    """Non-degenerate random weights: unit-scale linears, perturbed norms, small random biases,
+    N(0, 1) relative position embedding; grep_a keeps its original init (ones)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=module.in_features ** -0.5)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            nn.init.normal_(module.weight, mean=1.0, std=0.1)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=1.0)
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            nn.init.normal_(bias, std=0.1)
+
+
+def make_tiny_unilm_checkpoint(layers: int = 4, dim: int = 64, ffn: int = 128, heads: int = 4,
+                               layer_norm_first: bool = False, extractor_mode: str = "default", seed: int = 0,
+                               **cfg_overrides: Any) -> dict:
+    """A small random WavLM in unilm format: ``{"cfg": full unilm cfg dict, "model": state_dict}``.
+
+    The CNN keeps the real kernel/stride pattern (50 frames per second of 16 kHz audio) with 32 channels;
+    positional conv 16 taps in 4 groups; 32 buckets up to distance 64. With ``extractor_mode="layer_norm"``
+    the cfg follows WavLM-Large (conv_bias and normalize True). Any cfg field can be overridden by keyword.
+    The global RNG is left untouched.
+    """
+    large_like = extractor_mode == "layer_norm"
+    cfg = dict(
+        _WAVLM_BASE_CFG, extractor_mode=extractor_mode, layer_norm_first=layer_norm_first, encoder_layers=layers,
+        encoder_embed_dim=dim, encoder_ffn_embed_dim=ffn, encoder_attention_heads=heads,
+        conv_feature_layers=conv_spec(32), conv_bias=large_like,
+        normalize=large_like, conv_pos=16, conv_pos_groups=4, num_buckets=32, max_distance=64,
+    )
+    cfg.update(cfg_overrides)
+    config = WavLMConfig.from_dict(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = WavLMEncoder(config)
+        with torch.no_grad():
+            _randomise_wavlm(model)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"cfg": config.to_dict(), "model": state}
+
+
 def save_checkpoint(state: dict, path: str, force: bool = False):
     """Write a checkpoint atomically; refuse to replace an existing file unless ``force``."""
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path} exists; pass --force to replace it")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    write_checkpoint(state, path)
 
 
 def save_tiny_hf_directory(
@@ -162,12 +216,11 @@ def save_tiny_hf_directory(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=layer_norm_first,
         return_attention_mask=layer_norm_first,
     )
-    temporary = f"{path}.tmp-{os.getpid()}"
-    model.save_pretrained(temporary)
-    extractor.save_pretrained(temporary)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        model.save_pretrained(temporary)
+        extractor.save_pretrained(temporary)
+        if os.path.exists(path):
+            shutil.rmtree(path)
 
 
 def _randomise_hf(model: torch.nn.Module, seed: int):

@@ -1,49 +1,6 @@
 #!/usr/bin/env python
-"""Compare pretraining runs (scripts/pretrain_hubert.py outputs) side by side.
-
-    python scripts/compare_pretraining.py --runs outputs/pretrain/tiny_standard outputs/pretrain/tiny_progressive \\
-        --out examples/hubert_pretraining/results
-
-Writes comparison.md, comparison.csv and comparison.png to --out: per run the number of updates done, the
-pretraining wall time (features, k-means, labels, training), the PNMI of every iteration's targets, the final
-model's top-layer input likeness (CKA with log-mel) and every per-layer measure of the final models, next to
-a random model of the same shape. Runs that did different numbers of updates are flagged.
-"""
-
-import argparse
-import logging
-import os
-import shlex
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from laser_fairseq.pretraining.report import load_summary, write_comparison  # noqa: E402
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help="run directories (each with a summary.json)")
-    parser.add_argument("--out", required=True, help="output directory for comparison.{md,csv,png}")
-    parser.add_argument("--force", action="store_true", help="replace existing comparison files in --out")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    existing = [name for name in ("comparison.md", "comparison.csv", "comparison.png")
-                if os.path.exists(os.path.join(args.out, name))]
-    if existing and not args.force:
-        sys.exit(f"error: {', '.join(existing)} exist in {args.out}; pass --force to replace them")
-    try:
-        summaries = [load_summary(run) for run in args.runs]
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
-    command = "python scripts/compare_pretraining.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    for path in write_comparison(args.out, summaries, command).values():
-        print(f"wrote {path}")
-
+"""`laser-compare-pretraining` (laser_fairseq/cli/compare_pretraining.py), run from a checkout."""
+from laser_fairseq.cli.compare_pretraining import main
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.WARNING)  # importing fairseq sets the root logger to DEBUG
-    main()
+    raise SystemExit(main())

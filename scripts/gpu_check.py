@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import statistics
@@ -40,15 +39,12 @@ import textwrap
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "scripts"))
+from laser_fairseq.demo import PRECISIONS, REPO, check_laser_run
 
 VALUE_LIMIT, GRAD_LIMIT = 1e-6, 1e-5  # relative to the largest value / gradient of the reference
 SELF_CHECK_BUDGET_MS = 50.0
-PRECISIONS = {"fp32": [], "fp16": ["common.fp16=true"], "bf16": ["common.bf16=true"], "amp": ["common.amp=true"]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -139,7 +135,7 @@ def check_kernel(report: Report, device, quick: bool) -> None:
     """float32 Triton kernel against float64 on the CPU, values / gradients / padding, for each case."""
     import torch
 
-    from benchmark import errors, float64_reference, make_inputs, run_once
+    from laser_fairseq.bench_soft_dtw import errors, float64_reference, make_inputs, run_once
     from laser_fairseq.losses import soft_dtw_divergence
     from laser_fairseq.losses.soft_dtw import _numba_available
 
@@ -167,7 +163,7 @@ def check_kernel(report: Report, device, quick: bool) -> None:
 
 def on_device(inp, device):
     """The benchmark inputs with x and y on ``device`` (lengths stay on the CPU, as pysdtw wants them)."""
-    from benchmark import Inputs
+    from laser_fairseq.bench_soft_dtw import Inputs
 
     return Inputs(inp.x.to(device), inp.y.to(device), inp.x_lengths, inp.y_lengths, inp.gamma)
 
@@ -228,7 +224,7 @@ def timed(fn, inp, repeats: int) -> tuple[float, float]:
     """(median ms, peak MB of GPU memory above the allocation before) of forward + backward."""
     import torch
 
-    from benchmark import run_once
+    from laser_fairseq.bench_soft_dtw import run_once
 
     run_once(fn, inp)  # warm-up: compilation, caches
     times = []
@@ -247,7 +243,7 @@ def timed(fn, inp, repeats: int) -> tuple[float, float]:
 
 
 def check_speed(report: Report, device, quick: bool, repeats: int) -> None:
-    from benchmark import make_inputs, ours, pysdtw_divergence
+    from laser_fairseq.bench_soft_dtw import make_inputs, ours, pysdtw_divergence
 
     implementations = [("triton", ours("triton")(), repeats), ("torch backend", ours("torch")(), max(1, repeats // 10)),
                        ("pysdtw CUDA", pysdtw_divergence(use_cuda=True), repeats)]
@@ -274,55 +270,6 @@ def check_speed(report: Report, device, quick: bool, repeats: int) -> None:
 # ----------------------------------------------------------------------------------------------
 # LASER training runs
 # ----------------------------------------------------------------------------------------------
-
-
-def check_laser_run(upstream: str, run_dir: str, precision: str, device_type: str, updates: int) -> list[tuple]:
-    """A real LASER run on the demo corpus, then export + reload -> [(check, ok, detail)].
-
-    ``precision``: fp32, fp16, bf16 or amp (see PRECISIONS); ``device_type``: cpu or cuda.
-    """
-    import torch
-
-    from laser_fairseq.checkpoint_io import load_checkpoint
-    from laser_fairseq.export import export_checkpoint
-    from laser_fairseq.models.trained_upstream import open_upstream
-    from run_demo import demo_train_command, logged_values
-
-    overrides = PRECISIONS[precision] + [
-        f"common.cpu={device_type == 'cpu'}", "common.log_interval=1", f"lr_scheduler.total_num_update={updates}",
-        f"checkpoint.save_interval_updates={updates}", f"dataset.validate_interval_updates={updates}"]
-    proc = subprocess.run(demo_train_command(upstream, run_dir, updates, overrides), cwd=REPO, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with open(os.path.join(run_dir, "train.log"), "w") as log:
-        log.write(proc.stdout)
-    if proc.returncode != 0:
-        return [("training", False, f"fairseq-hydra-train exited {proc.returncode}: {proc.stdout[-300:]!r}")]
-    losses = [v for _, v in logged_values(proc.stdout, "train_inner")]
-    head = min(5, len(losses) // 2)
-    falling = len(losses) >= 2 and sum(losses[-head:]) < sum(losses[:head])
-    results = [("loss finite and falling", len(losses) == updates and all(map(math.isfinite, losses)) and falling,
-                f"{len(losses)} updates, first {losses[0]:.3f} -> last {losses[-1]:.3f} (means of {head}: "
-                f"{sum(losses[:head]) / head:.3f} -> {sum(losses[-head:]) / head:.3f})" if losses else "no loss logged")]
-    checkpoint = os.path.join(run_dir, "checkpoints", "checkpoint_last.pt")
-    state = load_checkpoint(checkpoint)["model"]
-    original = load_checkpoint(upstream)["model"]
-    layers = 1 + max(int(k.split(".")[2]) for k in original if k.startswith("encoder.layers."))
-    trained = tuple(f"encoder.layers.{i}." for i in range(layers - 2, layers))
-    frozen = [k for k in original if not k.startswith(trained)]
-    rounding = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-    kept = [k for k in frozen if torch.equal(state["upstream.model." + k], original[k].to(rounding).float())]
-    moved = [k for k in original if k.startswith(trained) and not torch.equal(state["upstream.model." + k], original[k])]
-    results.append(("frozen tensors unchanged", len(kept) == len(frozen) and moved,
-                    f"{len(kept)}/{len(frozen)} frozen tensors equal the original rounded to {rounding} in the "
-                    f"checkpoint; {len(moved)} tensors of the top 2 blocks trained"))
-    exported = os.path.join(run_dir, "exported.pt")
-    report = export_checkpoint(checkpoint, exported)
-    reloaded = open_upstream(exported).upstream.original_state_dict()
-    identical = [k for k in frozen if reloaded[k].dtype == original[k].dtype and torch.equal(reloaded[k], original[k])]
-    results.append(("export + reload", len(identical) == len(frozen),
-                    f"export verified ({report.changed_tensors} tensors changed by training); reloaded, "
-                    f"{len(identical)}/{len(frozen)} frozen tensors bit-identical to the original"))
-    return results
 
 
 def check_training(report: Report, device, updates: int, work_dir: str) -> None:

@@ -6,7 +6,6 @@ import argparse
 import copy
 import os
 import subprocess
-import sys
 from typing import List, Sequence
 
 import torch
@@ -88,8 +87,7 @@ def save_hubert_ctc(w2v_path: str, output: str, name: str = "hubert_ctc"):
 
 def start_laser_run(upstream: str, run_dir: str, max_update: int = 2) -> subprocess.Popen:
     """fairseq-hydra-train on the demo config, one thread, no validation; output in run_dir.log."""
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    from run_demo import demo_train_command
+    from laser_fairseq.demo import demo_train_command
 
     os.makedirs(run_dir, exist_ok=True)
     overrides = ["dataset.batch_size=2", "dataset.disable_validation=true"]

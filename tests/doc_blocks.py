@@ -7,7 +7,7 @@ block may be a marker
   like the repository root (tiny upstreams and a LibriSpeech-layout tree stand in for the placeholders
   below; every ``fairseq-hydra-train`` gets ``TINY_OVERRIDES`` appended);
 - ``<!-- run: syntax -->``: needs a GPU, real data, the network or too much time, so it is checked without
-  running: ``bash -n``; each ``scripts/NAME.py`` call parsed by that script's own ``parse_args`` (an
+  running: ``bash -n``; each ``scripts/NAME.py`` (``benchmarks/``, ``dev/``) call parsed by that command's own ``parse_args`` (an
   argument that is only a shell variable, ``$k``, is parsed as ``1``); each
   ``fairseq-hydra-train`` call composed by hydra with fairseq's schema and the registered task / model /
   criterion dataclasses (unknown or mistyped fields and unset ``???`` values fail); ``make`` targets and
@@ -16,7 +16,7 @@ block may be a marker
   bash / python blocks.
 
 A bash or python block without a marker, or a block without a language that calls a project command
-(``scripts/*.py``, ``fairseq-hydra-train``, ``torchrun``, ``make``, ``pytest``) without one, is an error: a
+(``scripts/*.py``, ``benchmarks/*.py``, ``dev/*.py``, ``fairseq-hydra-train``, ``torchrun``, ``make``, ``pytest``) without one, is an error: a
 command cannot be left unchecked by forgetting its marker. Blocks in other languages (yaml, toml, ...) are
 never commands.
 """
@@ -24,6 +24,7 @@ never commands.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import io
 import os
@@ -41,7 +42,9 @@ MARKER = re.compile(r"^\s*<!--\s*run:\s*(\S+)\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 CODE_LANGUAGES = SHELL_LANGUAGES | {"python", "py"}
-PROJECT_COMMAND = re.compile(r"(^|[\s/])(scripts/[\w-]+\.py|fairseq-hydra-train|torchrun|pytest)\b|^\s*make\s+\w", re.M)
+TOOL_FOLDERS = ("scripts", "benchmarks", "dev")  # user commands' shims, benchmarks, development tools
+PROJECT_COMMAND = re.compile(r"(^|[\s/])((?:scripts|benchmarks|dev)/[\w-]+\.py|fairseq-hydra-train|torchrun|pytest)\b"
+                             r"|^\s*make\s+\w", re.M)
 
 # Placeholders of the docs -> files the tiny sandbox provides (paths relative to the sandbox).
 PLACEHOLDERS = {
@@ -250,9 +253,9 @@ def _split(line: str) -> List[str]:
 
 
 def script_call(command: Sequence[str]) -> Optional[Tuple[str, List[str]]]:
-    """(script name, its arguments) when the command runs ``scripts/NAME.py``."""
+    """(``FOLDER/NAME.py``, its arguments) when the command runs a tool of scripts/, benchmarks/ or dev/."""
     for position, token in enumerate(command):
-        called = re.search(r"(?:^|/)scripts/([\w-]+)\.py$", token)
+        called = re.search(r"(?:^|/)((?:scripts|benchmarks|dev)/[\w-]+\.py)$", token)
         if called:
             return called.group(1), list(command[position + 1:])
     return None
@@ -267,10 +270,21 @@ def hydra_call(command: Sequence[str]) -> Optional[List[str]]:
 
 
 def load_script(repo: str, name: str):
-    """Import ``scripts/NAME.py`` as a module (its ``main`` is not run)."""
-    path = os.path.join(repo, "scripts", f"{name}.py")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"scripts/{name}.py does not exist")
+    """The module whose ``parse_args`` / ``main`` a tool runs (its ``main`` is not run): for ``scripts/NAME.py``
+    (or a bare NAME) ``laser_fairseq.cli.NAME``, for ``benchmarks/NAME.py`` and ``dev/NAME.py`` the module of
+    that package of the repository root."""
+    folder, _, file_name = name.rpartition("/")
+    folder, name = folder or "scripts", file_name[:-3] if file_name.endswith(".py") else file_name
+    path = os.path.join(repo, folder, f"{name}.py")
+    if folder not in TOOL_FOLDERS or not os.path.exists(path):
+        raise FileNotFoundError(f"{folder}/{name}.py does not exist")
+    module_name = f"laser_fairseq.cli.{name}" if folder == "scripts" else f"{folder}.{name}"
+    if folder != "scripts" or importlib.util.find_spec(module_name) is not None:
+        module = importlib.import_module(module_name)
+        if not hasattr(module, "parse_args"):
+            raise AttributeError(f"{module_name} ({folder}/{name}.py) has no parse_args(argv)")
+        return module
+    # a user command whose front door has not moved into laser_fairseq/cli yet (issue #26): the file itself
     module_name = f"doc_script_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -398,7 +412,7 @@ def _command_errors(command: List[str], repo: str) -> List[str]:
             problem = parse_script_args(repo, name, arguments)
         except (FileNotFoundError, AttributeError) as error:
             return [f"{shown}: {error}"]
-        return [f"{shown}: scripts/{name}.py refuses the arguments: {problem}"] if problem else []
+        return [f"{shown}: {name} refuses the arguments: {problem}"] if problem else []
     hydra_arguments = hydra_call(command)
     if hydra_arguments is not None:
         try:
@@ -429,7 +443,7 @@ def make_sandbox(folder: str, repo: str, resources: Dict[str, str]) -> str:
     folders, linked in. Everything a command writes lands in the sandbox.
     """
     os.makedirs(folder, exist_ok=True)
-    for name in ("laser_fairseq", "scripts", "examples", "Makefile", "pyproject.toml", "constraints.txt"):
+    for name in ("laser_fairseq", *TOOL_FOLDERS, "examples", "Makefile", "pyproject.toml", "constraints.txt"):
         os.symlink(os.path.join(repo, name), os.path.join(folder, name))
     os.makedirs(os.path.join(folder, "manifests"))
     os.symlink(os.path.join(repo, "manifests", "demo"), os.path.join(folder, "manifests", "demo"))

@@ -2,19 +2,16 @@
 
 import os
 import subprocess
-import sys
 from typing import List, Sequence, Tuple
 
 import torch
 
 from laser_fairseq.checkpoint_io import load_checkpoint
+# what `make demo` runs and reads, and what laser-gpu-check checks of a run
+from laser_fairseq.demo import check_laser_run, demo_train_command, logged_values  # noqa: F401
 from laser_fairseq.tiny_upstream import save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-from run_demo import demo_train_command, logged_values  # noqa: E402,F401  (what `make demo` runs and reads)
-from gpu_check import check_laser_run  # noqa: E402,F401  (what scripts/gpu_check.py checks of a run)
 
 
 def save_tiny_upstreams(folder, makers) -> dict:

@@ -29,8 +29,7 @@ import doc_blocks
 from checkpoint_shapes import max_difference_to_transformers
 from laser_fairseq.checkpoint_io import SAFE_GLOBALS, load_checkpoint
 from laser_fairseq.models.trained_upstream import open_upstream
-from laser_fairseq.models.wavlm import make_tiny_unilm_checkpoint
-from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
+from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_unilm_checkpoint, save_checkpoint
 from laser_runs import REPO
 
 DEMO = os.path.join(REPO, "manifests", "demo")

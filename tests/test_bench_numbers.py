@@ -1,7 +1,7 @@
 """Every speed or memory number that README.md and the docs quote equals the committed benchmark result files'.
 
-The files are benchmarks/results/*.json, written by `make bench` (scripts/benchmark.py, benchmark_step.py,
-benchmark_phone_probe.py with ``--out benchmarks/results``; laser_fairseq/bench_results.py). Three checks:
+The files are benchmarks/results/*.json, written by `make bench` (benchmarks/soft_dtw.py, training_step.py,
+phone_probe.py with ``--out benchmarks/results``; laser_fairseq/bench_results.py). Three checks:
 
 - QUOTES: a phrase of a doc (a regex whose one group is the number as written) against a key path of a file,
   rounded as the doc rounds it;
@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 
-import doc_blocks
+from benchmarks import phone_probe, soft_dtw, training_step
 from laser_fairseq import bench_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +77,16 @@ def run_context(doc: str, file: str) -> List[Quote]:
         Quote(doc, r"(\d+) cores, (?:[\d.]+ GB, )?no GPU", file, "machine.cores", ".0f"),
         Quote(doc, rf"\*\*load average {NUMBER} before", file, LOAD_BEFORE, ".1f"),
         Quote(doc, rf"before and {NUMBER} after\*\*", file, LOAD_AFTER, ".1f"),
+    ]
+
+
+def perturbation_quotes(doc: str, ours_ms: str, torchaudio_ms: str, first_call_s: str, resident_mb: str) -> List[Quote]:
+    """The perturbation timings a doc quotes, each given by its phrase (one group: the number)."""
+    return [
+        Quote(doc, ours_ms, "training_step", f"{PERTURB}[ours (rational 9/8)].median_ms", ".1f"),
+        Quote(doc, torchaudio_ms, "training_step", f"{PERTURB}[torchaudio PitchShift].median_ms", ".0f"),
+        Quote(doc, first_call_s, "training_step", f"{PERTURB}[torchaudio PitchShift].first_call_ms", ".1f", 1e-3),
+        Quote(doc, resident_mb, "training_step", f"{PERTURB}[torchaudio PitchShift].first_call_resident_mb", ".0f"),
     ]
 
 
@@ -137,16 +147,10 @@ QUOTES: List[Quote] = [
           f"{STEP}.styles.authors.loss_percent", ".0f"),
     Quote("docs/training.md", r"most of its (\d+) MB of tensors", "training_step", f"{STEP}.styles.ours.tensors_mb",
           ".0f"),
-    Quote("docs/training.md", rf"takes {NUMBER} ms with the task's", "training_step",
-          f"{PERTURB}[ours (rational 9/8)].median_ms", ".1f"),
-    Quote("docs/training.md", r"against (\d+) ms with torchaudio's", "training_step",
-          f"{PERTURB}[torchaudio PitchShift].median_ms", ".0f"),
+    *perturbation_quotes("docs/training.md", rf"takes {NUMBER} ms with the task's", r"against (\d+) ms with torchaudio's",
+                         rf"first call also takes {NUMBER} s", r"leaves (\d+) MB resident"),
     Quote("docs/training.md", r"\((\d+)× slower; medians", "training_step", f"{PERTURB}[torchaudio PitchShift].ratio",
           ".0f"),
-    Quote("docs/training.md", rf"first call also takes {NUMBER} s", "training_step",
-          f"{PERTURB}[torchaudio PitchShift].first_call_ms", ".1f", 1e-3),
-    Quote("docs/training.md", r"leaves (\d+) MB resident", "training_step",
-          f"{PERTURB}[torchaudio PitchShift].first_call_resident_mb", ".0f"),
     # docs/phone_probe.md: "Cost"
     Quote("docs/phone_probe.md", r"Measured on the 2-core machine \((\d{4}-\d\d-\d\d)\)", "phone_probe", "date",
           "date"),
@@ -167,33 +171,26 @@ QUOTES: List[Quote] = [
     Quote("docs/gpu.md", r"\| \*\*~(\d+) CPU-min\*\*", "training_step", f"{PERTURB}[ours (rational 9/8)].median_ms",
           ".0f", 28539 / 1000 / 60),
     # examples/laser/README.md: "Fast pitch shift"
-    Quote("examples/laser/README.md", rf"its first call took {NUMBER} s", "training_step",
-          f"{PERTURB}[torchaudio PitchShift].first_call_ms", ".1f", 1e-3),
-    Quote("examples/laser/README.md", r"and left (\d+) MB resident", "training_step",
-          f"{PERTURB}[torchaudio PitchShift].first_call_resident_mb", ".0f"),
-    Quote("examples/laser/README.md", r"later calls (\d+) ms per 4 s utterance", "training_step",
-          f"{PERTURB}[torchaudio PitchShift].median_ms", ".0f"),
-    Quote("examples/laser/README.md", rf"\): {NUMBER} ms per 4 s utterance", "training_step",
-          f"{PERTURB}[ours (rational 9/8)].median_ms", ".1f"),
+    *perturbation_quotes("examples/laser/README.md", rf"\): {NUMBER} ms per 4 s utterance",
+                         r"later calls (\d+) ms per 4 s utterance", rf"its first call took {NUMBER} s",
+                         r"and left (\d+) MB resident"),
     Quote("examples/laser/README.md", rf"at load {NUMBER} on 2 cores", "training_step", LOAD_BEFORE, ".1f"),
 ]
 
 
 def table_soft_dtw(records: Dict[str, dict], name: str = "soft_dtw") -> List[str]:
-    """The tables of docs/soft_dtw.md: scripts/benchmark.py's rendering of each stored section."""
-    benchmark = doc_blocks.load_script(REPO, "benchmark")
+    """The tables of docs/soft_dtw.md: benchmarks/soft_dtw.py's rendering of each stored section."""
     tables = []
     for section in records[name]["results"]["sections"].values():
-        rendered = benchmark.format_table(section["title"], benchmark.rows_of(section))
+        rendered = soft_dtw.format_table(section["title"], soft_dtw.rows_of(section))
         tables.append(rendered.split("\n", 2)[2])  # without the "## title" line and the blank line
     return tables
 
 
 def table_step(records: Dict[str, dict]) -> List[str]:
-    """The table of docs/training.md: scripts/benchmark_step.py's rendering of the stored step."""
-    step = doc_blocks.load_script(REPO, "benchmark_step")
+    """The table of docs/training.md: benchmarks/training_step.py's rendering of the stored step."""
     record = records["training_step"]
-    rendered = step.stored_table(record["results"]["step"], record["settings"]["pairs"])
+    rendered = training_step.stored_table(record["results"]["step"], record["settings"]["pairs"])
     assert rendered == record["results"]["step"]["table"], "the stored table is not the rendering of the stored numbers"
     return [rendered]
 
@@ -308,7 +305,8 @@ def test_every_result_file_records_its_context():
     assert {quote.file for quote in QUOTES} <= set(records)
     for name, record in records.items():
         assert record["name"] == name
-        assert record["command"].startswith("python scripts/benchmark")
+        # benchmarks/<name>.py; records measured before the move out of scripts/ name scripts/benchmark*.py
+        assert record["command"].startswith(("python benchmarks/", "python scripts/benchmark")), record["command"]
         assert record["machine"]["cores"] and record["machine"]["cpu"] and record["machine"]["ram_gb"]
         assert len(record["load_average"]["before"]) == 3 and len(record["load_average"]["after"]) == 3
         versions = record["versions"]
@@ -361,14 +359,13 @@ def test_an_unbacked_number_in_a_passage_fails():
 
 def test_benchmark_writes_its_record_only_with_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    benchmark = doc_blocks.load_script(REPO, "benchmark")
     tiny = ["--batch", "2", "--n", "12", "--m", "10", "--dim", "4", "--min-len", "6", "--max-len", "14",
             "--repeats", "1", "--skip-slow"]
-    benchmark.main(tiny)
+    soft_dtw.main(tiny)
     assert os.listdir(tmp_path) == []  # nothing written without --out
-    benchmark.main(tiny + ["--out", str(tmp_path / "results")])
+    soft_dtw.main(tiny + ["--out", str(tmp_path / "results")])
     record = bench_results.read("soft_dtw", str(tmp_path / "results"))
-    assert record["command"] == "python scripts/benchmark.py " + " ".join(tiny + ["--out", str(tmp_path / "results")])
+    assert record["command"] == "python benchmarks/soft_dtw.py " + " ".join(tiny + ["--out", str(tmp_path / "results")])
     rows = record["results"]["sections"]["reference"]["rows"]
     ours = bench_results.lookup(record, f"{SDTW_REF}[ours (numba)]")
     assert ours["median_ms"] > 0 and ours["vs_ours"] == 1.0 and len(ours["times_ms"]) == 1
@@ -376,12 +373,11 @@ def test_benchmark_writes_its_record_only_with_out(tmp_path, monkeypatch):
     skipped = [row for row in rows if row["median_ms"] is None]
     assert {row["name"] for row in skipped} == {"ours (torch)", "authors' recipe (f64, broadcast)"}
     assert table_soft_dtw({"soft_dtw": record})[0] in "\n".join(
-        benchmark.format_table(s["title"], benchmark.rows_of(s)) for s in record["results"]["sections"].values())
+        soft_dtw.format_table(s["title"], soft_dtw.rows_of(s)) for s in record["results"]["sections"].values())
 
 
 def test_phone_probe_benchmark_writes_its_record(tmp_path):
-    probe = doc_blocks.load_script(REPO, "benchmark_phone_probe")
-    probe.main(["--utterances", "4", "--train-utterances", "10", "--seconds", "0.5", "--dim", "8", "--classes", "4",
+    phone_probe.main(["--utterances", "4", "--train-utterances", "10", "--seconds", "0.5", "--dim", "8", "--classes", "4",
                 "--name", "probe_tiny", "--out", str(tmp_path)])
     record = bench_results.read("probe_tiny", str(tmp_path))
     speed = record["results"]["speed"]
@@ -391,14 +387,13 @@ def test_phone_probe_benchmark_writes_its_record(tmp_path):
 
 
 def test_step_record_renders_the_printed_table():
-    step = doc_blocks.load_script(REPO, "benchmark_step")
     times = {"ours": {"trunk": 2.0, "blocks": 1.0, "loss": 0.1, "total": 3.1},
              "authors": {"trunk": 2.5, "blocks": 1.2, "loss": 1.5, "total": 5.2}}
     memory = {"ours": (300.0, 320.0), "authors": (400.0, 410.0)}
-    stored = json.loads(json.dumps(step.step_results(times, memory, 4)))  # through JSON, as committed
+    stored = json.loads(json.dumps(training_step.step_results(times, memory, 4)))  # through JSON, as committed
     assert stored["speedup"] == pytest.approx(5.2 / 3.1) and stored["peak_ratio"] == pytest.approx(0.75)
     assert stored["styles"]["authors"]["loss_percent"] == pytest.approx(100 * 1.5 / 5.2)
-    assert step.stored_table(stored, 4) == step.format_table(times, memory, 4) == stored["table"]
+    assert training_step.stored_table(stored, 4) == training_step.format_table(times, memory, 4) == stored["table"]
     assert "speed-up of ours: 1.68x; memory ours/authors: peak 0.75, tensors 0.78" in stored["table"]
 
 
@@ -414,6 +409,6 @@ def test_the_committed_folder_is_the_default_of_make_bench_only():
     makefile = open(os.path.join(REPO, "Makefile"), encoding="utf-8").read()
     assert "BENCH_OUT ?= benchmarks/results" in makefile
     bench = makefile.split("\nbench:", 1)[1].split("\n\n", 1)[0]
-    commands = [line for line in bench.splitlines() if "scripts/benchmark" in line]
+    commands = [line for line in bench.splitlines() if "benchmarks/" in line and ".py" in line]
     assert commands and all("--out $(BENCH_OUT)" in line or line.rstrip().endswith("\\") for line in commands)
     assert bench_results.COMMITTED_FOLDER == RESULTS

@@ -167,3 +167,18 @@ def test_without_checkpoint_last_nothing_is_resumed_and_the_overwrite_is_announc
 def test_an_empty_or_missing_folder_means_a_fresh_start(tmp_path):
     assert ensure_resumable(str(tmp_path)) is None
     assert ensure_resumable(str(tmp_path / "not_yet_created")) is None
+
+
+def test_unfinished_writes_are_named_in_a_warning_and_never_read(run, caplog):
+    """A kill during fairseq's save leaves ``checkpoint_E_U.pt.tmp``, one during a restore (files.atomic_path)
+    ``checkpoint_last.pt.tmp-<pid>``: neither is taken for a checkpoint, both are named."""
+    leftovers = [os.path.join(run, "checkpoint_3_15.pt.tmp"), os.path.join(run, "checkpoint_last.pt.tmp-4321")]
+    for path in leftovers:
+        save(run, os.path.basename(path), training_state(15, 3), 3000)
+    tear(os.path.join(run, "checkpoint_last.pt"))
+    with caplog.at_level(logging.WARNING, logger="laser_fairseq.checkpoint_recovery"):
+        point = ensure_resumable(run)
+    assert point.restored_from == os.path.join(run, "checkpoint_2_10.pt") and point.num_updates == 10
+    unfinished = [record.getMessage() for record in caplog.records if "unfinished write" in record.getMessage()]
+    assert [message.split(" is ")[0] for message in unfinished] == sorted(leftovers)
+    assert all(os.path.exists(path) for path in leftovers)

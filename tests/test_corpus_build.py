@@ -1,11 +1,10 @@
 """laser_fairseq.data.synthetic_corpus piece by piece: settings, the utterance plan, the text outputs, folder
-handling, and builds of a few utterances (refusal, atomicity, interruption, workers).
+handling, builds of a few utterances (refusal, atomicity, interruption, workers) and presets.
 
 Fast and in process (corpora of 2-15 utterances): the tests `make mutate MUTATE_SCOPE=corpus` runs. The
 properties of a full corpus against independent references are in tests/test_synthetic_corpus.py.
 """
 
-import importlib.util
 import inspect
 import json
 import os
@@ -20,6 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from laser_fairseq.cli import make_synthetic_corpus
 from laser_fairseq.data import synthesis
 from laser_fairseq.data import synthetic_corpus as sc
 from laser_fairseq.data.prepare import letters
@@ -28,7 +28,6 @@ from laser_fairseq.data.synthetic_corpus import SPLITS, CorpusError, CorpusSetti
 from worker_pools import recording_worker_context
 
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "make_synthetic_corpus.py")
 
 
 def quiet(message):
@@ -297,10 +296,7 @@ def test_workers_are_that_many_single_threaded_processes(monkeypatch):
 
 
 def test_build_defaults_are_the_command_line_defaults():
-    spec = importlib.util.spec_from_file_location("make_synthetic_corpus_cli", SCRIPT)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    arguments = cli.parse_args(["--out", "x"])
+    arguments = make_synthetic_corpus.parse_args(["--out", "x"])
     defaults = {name: p.default for name, p in inspect.signature(build_corpus).parameters.items()}
     assert defaults["progress_seconds"] == arguments.progress_seconds and defaults["force"] is arguments.force
     assert defaults["relative_root"] is arguments.relative_root is False
@@ -431,3 +427,55 @@ def test_voices_per_sentence_rotates_through_the_voices(tmp_path):
                                      test_sentences=1), log=quiet)
     voices = [voice for split in SPLITS for voice in read_lines(out, f"{split}.voice")]
     assert voices == ["v01", "v02", "v03", "v01", "v02", "v03"]
+
+
+# -------------------------------------------------------------------------------------------- presets
+
+
+def test_a_preset_is_a_build_of_given_sentences_and_voices_with_the_tools_own_utterances(tmp_path):
+    sentences = tuple(draw_sentences(3, seed=1))
+    voices = synthesis.VOICES[:2]
+
+    def readme(preset, splits, records):
+        return f"{preset.name}: {[s.sentence_id for s in splits['valid']]} {len(records)}\n"
+
+    preset = sc.Preset(name="mini", sentences=sentences, voices=voices, valid_sentences=1, side_files=("wrd", "phn"),
+                       readme=readme)
+    lines = []
+    result = sc.build_preset(str(tmp_path / "mini"), preset, progress_seconds=1e9, log=lines.append)
+    assert result.utterances == 6 and len(lines) == 1
+    assert lines[0].startswith("synthesising 6 utterances (preset mini: 3 sentences, 2 voices) with 1 worker(s) ")
+    side = [f"{split}.{suffix}" for split in ("train", "valid") for suffix in ("tsv", "wrd", "phn")]
+    audio = [f"audio/s000{s}_v0{v}.flac" for s in (1, 2, 3) for v in (1, 2)]
+    assert all_files(result.out) == sorted(audio + side + ["README.md", "dict.ltr.txt", "voices.tsv"])
+    assert read_lines(result.out, "README.md") == ["mini: ['s0003'] 6"]
+    assert read_lines(result.out, "valid.tsv")[0] == "audio"
+    assert [line.split("\t")[0] for line in read_lines(result.out, "train.tsv")[1:]] == [name[6:] for name in audio[:4]]
+    # the same utterances, side files and tables as the tool's own corpus of these sentences (seed 1, 100 ms edges)
+    tool = build_corpus(str(tmp_path / "tool"), CorpusSettings(sentences=3, voices=2, valid_sentences=1,
+                                                               test_sentences=1), log=quiet, relative_root=True).out
+    for name in audio + ["dict.ltr.txt", "voices.tsv"]:
+        assert contents(result.out)[name] == contents(tool)[name], name
+    for suffix in ("tsv", "wrd", "phn"):  # the tool's train + valid sentences are the preset's train, its test the valid
+        tool_lines = {split: read_lines(tool, f"{split}.{suffix}") for split in SPLITS}
+        skip = 1 if suffix == "tsv" else 0  # the root line
+        assert read_lines(result.out, f"train.{suffix}")[skip:] == tool_lines["train"][skip:] + tool_lines["valid"][skip:]
+        assert read_lines(result.out, f"valid.{suffix}") == tool_lines["test"]
+
+
+def test_a_preset_splits_off_its_last_sentences_and_needs_both_splits():
+    sentences = tuple(draw_sentences(4, seed=1))
+    preset = sc.Preset(name="p", sentences=sentences, voices=synthesis.VOICES[:1], valid_sentences=3)
+    assert preset.splits() == {"train": list(sentences[:1]), "valid": list(sentences[1:])}
+    assert "README.md" not in preset.texts([])  # no readme function: no README
+    assert (preset.seed, preset.edge_silence_ms, preset.side_files) == (1, 100, sc.SIDE_FILES)  # the tool's defaults
+    for valid in (0, 4):
+        with pytest.raises(CorpusError, match=f"--valid-sentences must be between 1 and 3 .*got {valid}"):
+            sc.Preset(name="p", sentences=sentences, voices=synthesis.VOICES[:1], valid_sentences=valid).splits()
+
+
+def test_preset_build_defaults_are_the_corpus_build_defaults():
+    ours = {name: p.default for name, p in inspect.signature(sc.build_preset).parameters.items()}
+    tools = {name: p.default for name, p in inspect.signature(build_corpus).parameters.items()}
+    assert {name: ours[name] for name in ("workers", "force", "progress_seconds", "log")} == {
+        name: tools[name] for name in ("workers", "force", "progress_seconds", "log")}

@@ -1,13 +1,11 @@
-"""`make mutate`'s scopes (scripts/mutate.py) cover exactly what mutmut mutates (pyproject.toml)."""
+"""`make mutate`'s scopes (dev/mutate.py) cover exactly what mutmut mutates (pyproject.toml)."""
 
 import os
-import sys
 import tomllib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from dev import mutate
 
-import mutate  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_scope_module_is_mutated_and_every_mutated_module_is_in_one_scope():

@@ -1,6 +1,5 @@
 """scripts/prepare_librispeech.py on a small fake LibriSpeech tree made of the demo corpus' FLAC files."""
 
-import importlib.util
 import inspect
 import io
 import locale
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from laser_fairseq.cli import prepare_librispeech
 from laser_fairseq.data import prepare as prep
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
@@ -251,13 +251,6 @@ def test_min_samples_below_the_cnn_receptive_field_is_refused(corpus, tmp_path):
         run_prepare(corpus[0], tmp_path, min_samples=100)
 
 
-def load_cli():
-    spec = importlib.util.spec_from_file_location("prepare_librispeech_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_reports_progress_rejections_and_exit_codes(corpus, tmp_path, capsys):
     root, good = corpus
     arguments = [root, "--subsets", SUBSET, "--dest", str(tmp_path), "--ext", "flac", "wav", "--progress-every", "5"]
@@ -267,7 +260,7 @@ def test_cli_reports_progress_rejections_and_exit_codes(corpus, tmp_path, capsys
     assert "checked 5/21 files (23.8%)" in done.stderr and "checked 21/21 files (100.0%)" in done.stderr
     assert done.stderr.count("rejected /") == len(BROKEN)
     assert f"wrote {len(good) - 1} train and 1 valid utterances" in done.stderr
-    cli = load_cli()
+    cli = prepare_librispeech
     assert cli.main(arguments) == 1 and "--force" in capsys.readouterr().err
     assert cli.main([root, "--subsets", "no-such-subset", "--dest", str(tmp_path / "x")]) == 1
     assert "no-such-subset: no such folder" in capsys.readouterr().err
@@ -460,7 +453,7 @@ def test_prepare_by_default_checks_in_process_splits_with_seed_1_and_logs_every_
 
 
 def test_prepare_defaults_are_the_command_line_defaults():
-    cli = load_cli()
+    cli = prepare_librispeech
     arguments = cli.parse_args(["root", "--dest", "out"])
     defaults = {name: p.default for name, p in inspect.signature(prep.prepare).parameters.items()}
     assert defaults["valid_percent"] == arguments.valid_percent and defaults["seed"] == arguments.seed

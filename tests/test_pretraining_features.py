@@ -1,7 +1,7 @@
 """Target features, shards and k-means labels against fairseq's own simple_kmeans scripts (MFCC reader,
 shard ranges, ApplyKmeans) and against the analysis' block-by-block forward (HuBERT layers)."""
 
-import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -27,18 +27,23 @@ SIMPLE_KMEANS = os.path.join(os.path.dirname(fairseq.__file__), "examples", "hub
 
 @pytest.fixture(scope="module")
 def fairseq_simple_kmeans():
-    """fairseq's simple_kmeans modules. Their feature_utils imports npy_append_array at the top for the
-    dumping loop we do not call; a placeholder module stands in for that one import."""
-    placeholder = "npy_append_array" not in sys.modules
-    if placeholder:
+    """fairseq's simple_kmeans modules, loaded from their files under their own names (they import each other
+    as top-level modules). Their feature_utils imports npy_append_array at the top for the dumping loop we do
+    not call; a placeholder module stands in for that one import."""
+    added = [] if "npy_append_array" in sys.modules else ["npy_append_array"]
+    if added:
         sys.modules["npy_append_array"] = types.SimpleNamespace(NpyAppendArray=None)
-    sys.path.insert(0, SIMPLE_KMEANS)
+    modules = {}
     try:
-        yield {name: importlib.import_module(name) for name in ("feature_utils", "dump_mfcc_feature", "dump_km_label")}
+        for name in ("feature_utils", "dump_mfcc_feature", "dump_km_label"):
+            spec = importlib.util.spec_from_file_location(name, os.path.join(SIMPLE_KMEANS, f"{name}.py"))
+            modules[name] = sys.modules[name] = importlib.util.module_from_spec(spec)
+            added.append(name)
+            spec.loader.exec_module(modules[name])
+        yield modules
     finally:
-        sys.path.remove(SIMPLE_KMEANS)
-        if placeholder:
-            del sys.modules["npy_append_array"]
+        for name in added:
+            del sys.modules[name]
 
 
 @pytest.fixture(scope="module")

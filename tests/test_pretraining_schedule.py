@@ -1,11 +1,10 @@
 """Pretraining schedules: the presets parse to what they document; every mistake is refused naming the file
-and the YAML key; overrides reach fairseq-hydra-train as hydra itself parses them."""
+and the YAML key (how overrides are written for hydra: tests/test_hydra_command.py)."""
 
 import os
 
 import pytest
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from laser_fairseq.pretraining.schedule import (
     CONFIG_DIR,
@@ -14,7 +13,6 @@ from laser_fairseq.pretraining.schedule import (
     PREVIOUS,
     SCRATCH,
     ScheduleError,
-    hydra_value,
     load_schedule,
     parse_schedule,
 )
@@ -129,10 +127,3 @@ def test_iteration_overrides_merge_over_the_schedules():
     first, second_iteration = parse_schedule(data, "/x/s.yaml").iterations
     assert first.overrides == {"optimization.lr": [0.001], "model.dropout": 0.2}
     assert second_iteration.overrides == {"optimization.lr": [0.001], "model.dropout": 0.0}
-
-
-@pytest.mark.parametrize("value", [[0.0005], [10, 1.5], True, False, None, 3, 2.5e-05, "(0.9,0.98)", "adam",
-                                   "a b", "it's", "/abs/path.pt", "[(64,10,5)] + [(64,3,2)] * 4"])
-def test_override_values_parse_back_in_hydra(value):
-    parsed = OverridesParser.create().parse_override(f"a.b={hydra_value(value)}").value()
-    assert parsed == value

@@ -12,16 +12,15 @@ does not store RNG states in checkpoints: it reseeds torch with ``seed + num_upd
 import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from laser_fairseq.hydra_command import hydra_train_command, run_folder_overrides
 from laser_runs import assert_bit_identical, saved_update
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 # The demo's 65 training pairs make 9 batches of 8: epoch 1 is updates 1-9, epoch 2 starts at update 10.
 # Saves at updates 5, 9 (end of epoch 1), 10 and 15. The run is killed as soon as the save at update 10
 # is logged, i.e. somewhere in update 11, five updates before the next save: checkpoint_last.pt is then
@@ -34,22 +33,19 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS
 
 
 def train_command(upstream, run_dir, num_workers):
-    return [
-        HYDRA_TRAIN, "--config-dir", os.path.join(REPO, "examples", "laser", "config"), "--config-name", "demo",
-        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
-        f"task.data={os.path.join(REPO, 'manifests', 'demo')}",
-        f"model.upstream_path={upstream}",
-        f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
-        f"common.tensorboard_logdir={os.path.join(run_dir, 'tb')}",
-        f"hydra.run.dir={os.path.join(run_dir, 'hydra')}",
-        f"optimization.max_update={MAX_UPDATE}",
-        f"lr_scheduler.total_num_update={MAX_UPDATE}",
-        f"checkpoint.save_interval_updates={SAVE_EVERY}",
-        f"dataset.num_workers={num_workers}",
-        "task.max_sample_size=16000",  # 1 s crops: cheaper updates, and the random crop is exercised
-        "dataset.disable_validation=true",
-        "common.log_interval=1",
-    ]
+    keyed = {
+        "task.data": os.path.join(REPO, "manifests", "demo"),
+        "model.upstream_path": upstream,
+        **run_folder_overrides(run_dir),
+        "optimization.max_update": MAX_UPDATE,
+        "lr_scheduler.total_num_update": MAX_UPDATE,
+        "checkpoint.save_interval_updates": SAVE_EVERY,
+        "dataset.num_workers": num_workers,
+        "task.max_sample_size": 16000,  # 1 s crops: cheaper updates, and the random crop is exercised
+        "dataset.disable_validation": True,
+        "common.log_interval": 1,
+    }
+    return hydra_train_command(os.path.join(REPO, "examples", "laser", "config"), "demo", keyed)
 
 
 def start(command, log_path):

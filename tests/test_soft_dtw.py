@@ -11,10 +11,11 @@ import torch
 
 from laser_fairseq.losses import soft_dtw, soft_dtw_divergence
 from laser_fairseq.losses.pairwise import squared_distances
+from laser_fairseq.losses.soft_dtw import _numba_available, _triton_available
+from laser_fairseq.losses.soft_dtw_torch import TorchDP
 
 from device_checks import assert_same_with_meta_as_default_device
-
-from laser_fairseq.losses.soft_dtw import _numba_available, _triton_available
+from soft_dtw_reference import padded_batch, ref_batch, ref_divergence, ref_sdtw
 
 
 soft_dtw_module = importlib.import_module("laser_fairseq.losses.soft_dtw")  # `soft_dtw` is the function
@@ -33,48 +34,6 @@ CPU_BACKENDS = ["torch"] + (["numba"] if _numba_available() else []) + (["triton
 # Triton's interpreter costs ~10-30 ms per anti-diagonal: cases with ~1,000 diagonals per problem run for
 # triton in tests/test_soft_dtw_triton.py at smaller sizes, and at full size in scripts/gpu_check.py
 TOO_SLOW_ON_INTERPRETER = "too slow under Triton's interpreter: see tests/test_soft_dtw_triton.py, scripts/gpu_check.py"
-
-
-# ----------------------------------------------------------------------------------------------
-# Independent reference: plain Python, float64, cell by cell, +inf borders
-# ----------------------------------------------------------------------------------------------
-
-
-def ref_sdtw(x: np.ndarray, y: np.ndarray, gamma: float) -> float:
-    """sdtw_gamma of x (n, d) and y (m, d), squared Euclidean cost, straight from the recursion."""
-    n, m = len(x), len(y)
-    R = [[math.inf] * (m + 1) for _ in range(n + 1)]
-    R[0][0] = 0.0
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            cost = float(sum((float(a) - float(b)) ** 2 for a, b in zip(x[i - 1], y[j - 1])))
-            prev = (R[i - 1][j - 1], R[i - 1][j], R[i][j - 1])
-            lo = min(prev)
-            softmin = lo - gamma * math.log(sum(math.exp(-(p - lo) / gamma) for p in prev))
-            R[i][j] = cost + softmin
-    return R[n][m]
-
-
-def ref_divergence(x: np.ndarray, y: np.ndarray, gamma: float) -> float:
-    return ref_sdtw(x, y, gamma) - 0.5 * (ref_sdtw(x, x, gamma) + ref_sdtw(y, y, gamma))
-
-
-def ref_batch(fn, x, y, xl, yl, gamma):
-    """Apply a per-pair reference to every (trimmed) pair of a padded batch -> list of floats."""
-    x, y = x.detach().double().numpy(), y.detach().double().numpy()
-    return [fn(x[b, :int(xl[b])], y[b, :int(yl[b])], gamma) for b in range(len(x))]
-
-
-def padded_batch(seed: int, xl, yl, d: int = 3, dtype=torch.float64, pad_value=0.0):
-    """Random padded batch with the given lengths; padded frames hold ``pad_value``."""
-    g = torch.Generator().manual_seed(seed)
-    xl, yl = torch.tensor(xl), torch.tensor(yl)
-    x = torch.randn(len(xl), int(xl.max()) + 1, d, generator=g, dtype=torch.float64)
-    y = torch.randn(len(yl), int(yl.max()) + 2, d, generator=g, dtype=torch.float64)
-    for b in range(len(xl)):
-        x[b, xl[b]:] = pad_value
-        y[b, yl[b]:] = pad_value
-    return x.to(dtype), y.to(dtype), xl, yl
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,26 +269,6 @@ def test_bad_inputs_raise_value_error(kwargs, name):
             fn(**kwargs)
 
 
-@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="numba not installed")
-def test_numba_thread_count_does_not_change_results():
-    from laser_fairseq.losses.soft_dtw_cpu import kernel_threads, kernel_threads_set
-
-    x, y, xl, yl = padded_batch(11, [9, 4, 7, 2, 8], [6, 9, 3, 5, 8], d=4, dtype=torch.float32)
-    outs = []
-    before = kernel_threads()
-    for threads in (1, 2, 3):
-        with kernel_threads_set(threads):
-            assert kernel_threads() == threads
-            xc, yc = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
-            d = soft_dtw_divergence(xc, yc, xl, yl, gamma=0.1, backend="numba")
-            d.sum().backward()
-            outs.append((d.detach(), xc.grad, yc.grad))
-    assert kernel_threads() == before
-    for other in outs[1:]:
-        for a, b in zip(outs[0], other):
-            assert torch.equal(a, b)
-
-
 # ----------------------------------------------------------------------------------------------
 # Defaults, devices, and the first-use self-check's probe
 # ----------------------------------------------------------------------------------------------
@@ -361,7 +300,7 @@ class _RecordingTorchBackend(soft_dtw_module._CostLevel):
     """The torch backend, recording what the self-check asks of it."""
 
     def __init__(self):
-        super().__init__(soft_dtw_module._TorchDP)
+        super().__init__(TorchDP)
         self.calls = []
 
     def forward(self, x, y, x_lengths, y_lengths, divergence, gamma):
@@ -395,7 +334,7 @@ class _WrongOnlyInFloat32(soft_dtw_module._CostLevel):
     """A backend whose float32 values are 1 % off and whose float64 values are right."""
 
     def __init__(self):
-        super().__init__(soft_dtw_module._TorchDP)
+        super().__init__(TorchDP)
 
     def forward(self, x, y, x_lengths, y_lengths, divergence, gamma):
         values, state = super().forward(x, y, x_lengths, y_lengths, divergence, gamma)
@@ -409,20 +348,6 @@ def test_the_self_check_compares_in_the_dtype_it_was_asked_for():
     assert soft_dtw_module.self_check_errors(wrong, torch.device("cpu"), torch.float64)[0] < 1e-12
 
 
-def test_the_torch_backends_backward_makes_its_tensors_on_the_inputs_device_too():
-    """The autograd engine runs backward outside the 'meta' default-device mode, so the pair-level contract
-    (``forward`` / ``backward`` of the backend object) is called directly here."""
-    x, y, xl, yl = padded_batch(13, [5, 3], [4, 6])
-    grads = [torch.tensor([1.0, -2.0], dtype=torch.float64)] * 3
-
-    def forward_and_backward():
-        backend = soft_dtw_module._CostLevel(soft_dtw_module._TorchDP)
-        values, state = backend.forward(x, y, xl, yl, True, 0.1)
-        return [*values, *backend.backward(state, grads, x, y)]
-
-    assert_same_with_meta_as_default_device(forward_and_backward)
-
-
 def test_a_backend_that_fails_its_self_check_only_in_float32_is_refused_in_float32(monkeypatch):
     monkeypatch.setattr(soft_dtw_module, "_SELF_CHECKED", set())
     soft_dtw_module._self_check_once("wrong32", _WrongOnlyInFloat32(), torch.device("cpu"), torch.float64)
@@ -431,7 +356,7 @@ def test_a_backend_that_fails_its_self_check_only_in_float32_is_refused_in_float
     assert soft_dtw_module._SELF_CHECKED == {("wrong32", "cpu", torch.float64)}
 
 
-class _Float64CostsDP(soft_dtw_module._TorchDP):
+class _Float64CostsDP(TorchDP):
     """The torch DP with ``cost_dtype`` set, as the Triton DP sets it: records the dtype of its costs."""
 
     cost_dtype = torch.float64
@@ -440,7 +365,7 @@ class _Float64CostsDP(soft_dtw_module._TorchDP):
     @staticmethod
     def forward(costs, rows, cols, symmetric, gamma):
         _Float64CostsDP.seen = [c.dtype for c in costs]
-        return soft_dtw_module._TorchDP.forward(costs, rows, cols, symmetric, gamma)
+        return TorchDP.forward(costs, rows, cols, symmetric, gamma)
 
 
 def test_a_dp_with_a_cost_dtype_gets_its_costs_in_it_and_gives_gradients_in_the_input_dtype():
@@ -452,7 +377,7 @@ def test_a_dp_with_a_cost_dtype_gets_its_costs_in_it_and_gives_gradients_in_the_
     grad_x, grad_y = backend.backward(state, grads, x, y)
     assert grad_x.dtype == grad_y.dtype == torch.float32
     # the float64 chaining, rounded once: equal to the float64 computation's rounding
-    exact = soft_dtw_module._CostLevel(soft_dtw_module._TorchDP)
+    exact = soft_dtw_module._CostLevel(TorchDP)
     values64, state64 = exact.forward(x.double(), y.double(), xl, yl, True, 0.1)
     want_x, want_y = exact.backward(state64, grads, x.double(), y.double())
     assert torch.equal(grad_x, want_x.float()) and torch.equal(grad_y, want_y.float())
@@ -486,9 +411,9 @@ def test_an_empty_batch_gives_an_empty_result_and_is_still_checked():
 
 def test_each_backend_name_resolves_to_its_implementation():
     cpu = torch.device("cpu")
-    assert soft_dtw_module._resolve_backend("torch", cpu, torch.float32).dp is soft_dtw_module._TorchDP
+    assert soft_dtw_module._resolve_backend("torch", cpu, torch.float32).dp is TorchDP
     if _numba_available():
-        from laser_fairseq.losses.soft_dtw_cpu import NumbaSoftDTW
+        from laser_fairseq.losses.soft_dtw_numba import NumbaSoftDTW
 
         assert soft_dtw_module._resolve_backend("numba", cpu, torch.float32) is NumbaSoftDTW
         assert soft_dtw_module._resolve_backend("auto", cpu, torch.float32) is NumbaSoftDTW

@@ -9,7 +9,6 @@ changes for label boundaries, pitch and spectra for the voices.
 """
 
 import filecmp
-import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from laser_fairseq.cli import make_synthetic_corpus
 from laser_fairseq.data import synthesis
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.data.prepare import letters
@@ -64,13 +64,6 @@ def path_without_speech_binaries():
         if entry and not any(os.path.exists(os.path.join(entry, name)) for name in SPEECH_SYSTEM_BINARIES)
     ]
     return os.pathsep.join(kept)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("make_synthetic_corpus_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +307,6 @@ def test_corpus_json_records_settings_versions_and_counts(corpus):
 )
 def test_bad_arguments_give_clear_errors(tmp_path, capsys, arguments, message):
     out = str(tmp_path / "corpus")
-    assert load_script().main(["--out", out] + arguments) == 1
+    assert make_synthetic_corpus.main(["--out", out] + arguments) == 1
     assert message in capsys.readouterr().err
     assert not os.path.exists(out) and os.listdir(tmp_path) == []

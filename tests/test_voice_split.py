@@ -1,17 +1,16 @@
-"""scripts/make_voice_split.py: a held-out-voice split taken from a corpus with more voices."""
+"""laser_fairseq.data.voice_split (laser-make-voice-split): a held-out-voice split taken from a corpus with more
+voices."""
 
 import os
-import sys
 
 import pytest
 
 from laser_fairseq.analysis.phone_labels import load_phone_probe_labels
 from laser_fairseq.analysis.utterances import load_utterances
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
+from laser_fairseq.data.voice_split import VoiceSplitError, make_voice_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-from make_voice_split import VoiceSplitError, make_voice_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")

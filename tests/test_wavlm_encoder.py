@@ -25,11 +25,8 @@ import torch.nn.functional as F
 import torchaudio
 
 from laser_fairseq.models.encoder_state import EncoderState
-from laser_fairseq.models.wavlm import (
-    WavLMConfig,
-    WavLMEncoder,
-    make_tiny_unilm_checkpoint,
-)
+from laser_fairseq.models.wavlm import WavLMConfig, WavLMEncoder
+from laser_fairseq.tiny_upstream import make_tiny_unilm_checkpoint
 
 SAMPLES = 16000
 AGREEING_LENGTHS = [16000, 8150]

@@ -239,7 +239,27 @@ def read_ctm(path: str) -> Dict[str, Alignment]:
     return {utterance: Alignment(items, None, path) for utterance, items in segments.items()}
 
 
+def alignment_lookup(textgrids: Optional[str], ctm_paths: Optional[Sequence[str]], tier: Optional[str] = None):
+    """(utterance id -> Alignment or None, the set of ids available) from a folder searched for TextGrids, or
+    else from CTM-like files (an utterance in two of them is an AlignmentError naming both)."""
+    if textgrids:
+        index = textgrid_index(textgrids)
+
+        def alignment_of(utterance: str) -> Optional[Alignment]:
+            return textgrid_alignment(index[utterance], tier) if utterance in index else None
+
+        return alignment_of, set(index)
+    alignments: Dict[str, Alignment] = {}
+    for path in ctm_paths or ():
+        for utterance, alignment in read_ctm(path).items():
+            if utterance in alignments:
+                raise AlignmentError(f"{path}: utterance {utterance!r} is also in {alignments[utterance].where}")
+            alignments[utterance] = alignment
+    return alignments.get, set(alignments)
+
+
 # -------------------------------------------------------------------------------------- phone mapping
+
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..files import write_texts
 from .audio import AudioError, audio_problem, load_samples
 from .workers import clean_worker_context
 
@@ -233,32 +234,15 @@ def refuse_to_overwrite(dest: str, force: bool, eval_subsets: Sequence[str] = ()
 
 
 def write_atomically(dest: str, texts: Dict[str, str], eval_subsets: Sequence[str] = ()) -> List[str]:
-    """Write every text to a temporary file, then rename them all; stale outputs not in ``texts`` go.
-
-    Returns the written paths. A failure before the renames leaves ``dest`` as it was.
+    """Write every text beside its name in ``dest``, then rename them all into place (``files.write_texts``);
+    stale outputs not in ``texts`` go after. Returns the written paths. A failed write leaves ``dest`` as it was.
     """
     os.makedirs(dest, exist_ok=True)
-    temporary = {}
-    try:
-        for name, text in texts.items():
-            path = os.path.join(dest, f".{name}.tmp-{os.getpid()}")
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary[name] = path
-    except BaseException:
-        for path in temporary.values():
-            os.remove(path)
-        raise
+    written = write_texts({os.path.join(dest, name): text for name, text in texts.items()})
     for name in all_output_names(eval_subsets):
         stale = os.path.join(dest, name)
         if name not in texts and os.path.exists(stale):
             os.remove(stale)
-    written = []
-    for name, path in temporary.items():
-        os.replace(path, os.path.join(dest, name))
-        written.append(os.path.join(dest, name))
     return written
 
 

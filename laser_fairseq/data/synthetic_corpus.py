@@ -28,7 +28,7 @@ import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from typing import Callable, Dict, Iterable, Iterator, List, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import soundfile as sf
 import torch
@@ -98,7 +98,12 @@ class CorpusSettings:
 
     @property
     def edge_silence_samples(self) -> int:
-        return self.edge_silence_ms * SAMPLE_RATE // 1000
+        return milliseconds_to_samples(self.edge_silence_ms)
+
+
+def milliseconds_to_samples(milliseconds: int) -> int:
+    """Whole 16 kHz samples in ``milliseconds`` (rounded down)."""
+    return milliseconds * SAMPLE_RATE // 1000
 
 
 @dataclass(frozen=True)
@@ -150,11 +155,15 @@ def plan_jobs(settings: CorpusSettings) -> List[Job]:
             first = index * settings.voices_per_sentence
             chosen = sorted({voices[(first + k) % len(voices)] for k in range(settings.voices_per_sentence)},
                             key=lambda voice: voice.voice_id)
-            for voice in chosen:
-                key = f"{settings.seed}/{sentence.sentence_id}_{voice.voice_id}".encode()
-                jobs.append(Job(split, sentence, voice, zlib.crc32(key)))
+            jobs.extend(make_job(split, sentence, voice, settings.seed) for voice in chosen)
             index += 1
     return jobs
+
+
+def make_job(split: str, sentence: Sentence, voice: Voice, seed: int) -> Job:
+    """The job of ``sentence`` in ``voice``; its noise seed is a hash of ``seed`` and the utterance id."""
+    key = f"{seed}/{sentence.sentence_id}_{voice.voice_id}".encode()
+    return Job(split, sentence, voice, zlib.crc32(key))
 
 
 @dataclass(frozen=True)
@@ -338,17 +347,29 @@ def build_corpus(
     """
     start = time.monotonic()
     settings = settings.resolved()
+    root = AUDIO_DIR if relative_root else os.path.join(os.path.abspath(out), AUDIO_DIR)
+    described = f"{settings.sentences} sentences, {settings.voices} voices"
+
+    def texts(records: List[Record]) -> Dict[str, str]:
+        return corpus_texts(settings, split_sentences(settings), records, root)
+
+    return _build_folder(out, plan_jobs(settings), described, settings.edge_silence_samples, texts, workers,
+                         force, progress_seconds, log, start)
+
+
+def _build_folder(out: str, jobs: List[Job], described: str, edge_silence: int,
+                  texts: Callable[[List[Record]], Dict[str, str]], workers: int, force: bool, progress_seconds: float, log: Callable[[str], None],
+                  start: float) -> BuildResult:
+    """Synthesise ``jobs`` and write ``texts(records)`` in a temporary sibling of ``out``, then move it to ``out``."""
     out = os.path.abspath(out)
     refuse_to_overwrite(out, force)
-    jobs = plan_jobs(settings)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
     try:
         audio_dir = os.path.join(temporary, AUDIO_DIR)
         os.mkdir(audio_dir)
-        make = _MakeUtterance(audio_dir, settings.edge_silence_samples)
-        log(f"synthesising {len(jobs)} utterances ({settings.sentences} sentences, {settings.voices} voices) "
-            f"with {workers} worker(s) into {temporary}")
+        make = _MakeUtterance(audio_dir, edge_silence)
+        log(f"synthesising {len(jobs)} utterances ({described}) with {workers} worker(s) into {temporary}")
         records, last_report = [], start
         for record in _map_jobs(make, jobs, workers):
             records.append(record)
@@ -356,8 +377,7 @@ def build_corpus(
             if now - last_report >= progress_seconds:
                 last_report = now
                 log(progress_line(len(records), len(jobs), now - start))
-        root = AUDIO_DIR if relative_root else os.path.join(out, AUDIO_DIR)
-        for name, text in corpus_texts(settings, split_sentences(settings), records, root).items():
+        for name, text in texts(records).items():
             with open(os.path.join(temporary, name), "w", encoding="utf-8") as handle:
                 handle.write(text)
         refuse_to_overwrite(out, force)
@@ -371,3 +391,58 @@ def build_corpus(
 def progress_line(done: int, total: int, elapsed: float) -> str:
     rate = 60.0 * done / elapsed if elapsed > 0 else 0.0
     return f"synthesised {done}/{total} utterances ({100.0 * done / total:.0f}%), {rate:.0f} utterances/minute"
+
+
+# -------------------------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named corpus of given sentences, each spoken by every given voice, split by sentence into train and
+    valid (the last ``valid_sentences`` sentences). Its manifests' root is ``audio`` (relative, for a corpus
+    that is committed); it holds the side files ``side_files``, ``dict.ltr.txt``, ``voices.tsv`` and, with
+    ``readme``, a ``README.md`` (``readme(preset, splits, records)``)."""
+
+    name: str
+    sentences: Tuple[Sentence, ...]
+    voices: Tuple[Voice, ...]
+    valid_sentences: int
+    side_files: Tuple[str, ...] = SIDE_FILES
+    seed: int = 1
+    edge_silence_ms: int = 100
+    readme: Optional[Callable[["Preset", Dict[str, List[Sentence]], List[Record]], str]] = None
+
+    def splits(self) -> Dict[str, List[Sentence]]:
+        """{"train": first sentences, "valid": the last ``valid_sentences``}; CorpusError when either is empty."""
+        if not 1 <= self.valid_sentences < len(self.sentences):
+            raise CorpusError(
+                f"--valid-sentences must be between 1 and {len(self.sentences) - 1} (preset {self.name!r} has "
+                f"{len(self.sentences)} sentences), got {self.valid_sentences}"
+            )
+        cut = len(self.sentences) - self.valid_sentences
+        return {"train": list(self.sentences[:cut]), "valid": list(self.sentences[cut:])}
+
+    def texts(self, records: List[Record]) -> Dict[str, str]:
+        """File name -> content of every text output."""
+        splits = self.splits()
+        texts: Dict[str, str] = {}
+        for split in splits:
+            written = split_texts(split, [r for r in records if r.split == split], AUDIO_DIR)
+            texts.update({name: text for name, text in written.items()
+                          if name.endswith(".tsv") or name.rsplit(".", 1)[1] in self.side_files})
+        texts["dict.ltr.txt"] = letter_dictionary(letters(r.words) for r in records)
+        texts["voices.tsv"] = voices_text(self.voices)
+        if self.readme is not None:
+            texts["README.md"] = self.readme(self, splits, records)
+        return texts
+
+
+def build_preset(out: str, preset: Preset, workers: int = 1, force: bool = False,
+                 progress_seconds: float = 10.0, log: Callable[[str], None] = log_to_stderr) -> BuildResult:
+    """Make ``preset`` in ``out`` (replacing a corpus there only with ``force``), as ``build_corpus`` does."""
+    start = time.monotonic()
+    jobs = [make_job(split, sentence, voice, preset.seed)
+            for split, sentences in preset.splits().items() for sentence in sentences for voice in preset.voices]
+    described = f"preset {preset.name}: {len(preset.sentences)} sentences, {len(preset.voices)} voices"
+    return _build_folder(out, jobs, described, milliseconds_to_samples(preset.edge_silence_ms), preset.texts,
+                         workers, force, progress_seconds, log, start)

@@ -12,18 +12,18 @@ re-run with the same command, and fairseq resumes it from its ``checkpoint_last.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from ..checkpoint_recovery import LAST
+from ..files import read_json, write_json
+from ..hydra_command import Verbatim, hydra_train_command, run_folder_overrides
 from .variants import Variant
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../laser_fairseq
 DONE = "done.json"
 
 
@@ -64,38 +64,28 @@ class Run:
         return os.path.join(out, "runs", self.key)
 
     def checkpoint(self, out: str) -> str:
-        return os.path.join(self.folder(out), "checkpoints", "checkpoint_last.pt")
+        return os.path.join(run_folder_overrides(self.folder(out))["checkpoint.save_dir"], LAST)
 
 
 class RunError(RuntimeError):
     """A run that failed or whose folder holds another configuration; the message says what to do."""
 
 
-def fairseq_hydra_train() -> str:
-    """The fairseq-hydra-train of this interpreter's environment."""
-    return os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
-
-
 def training_command(run: Run, out: str) -> List[str]:
+    """The fairseq-hydra-train command of ``run``: settings, then the variant's criterion, then extra overrides."""
     settings, folder = run.settings, run.folder(out)
-    return [
-        fairseq_hydra_train(),
-        "--config-dir", settings.config_dir,
-        "--config-name", settings.config_name,
-        f"common.user_dir={PACKAGE_DIR}",
-        f"task.data={settings.data}",
-        f"model.upstream_path={settings.upstream}",
-        f"checkpoint.save_dir={os.path.join(folder, 'checkpoints')}",
-        f"common.tensorboard_logdir={os.path.join(folder, 'tensorboard')}",
-        f"hydra.run.dir={os.path.join(folder, 'hydra')}",
-        f"common.seed={run.seed}",
-        f"optimization.lr=[{settings.lr:g}]",
-        f"optimization.max_update={settings.max_update}",
-        f"lr_scheduler.total_num_update={settings.max_update}",
-        f"lr_scheduler.warmup_updates={settings.warmup_updates}",
-        *run.variant.criterion_overrides,
-        *settings.overrides,
-    ]
+    keyed = {
+        "task.data": settings.data,
+        "model.upstream_path": settings.upstream,
+        **run_folder_overrides(folder),
+        "common.seed": run.seed,
+        "optimization.lr": Verbatim(f"[{settings.lr:g}]"),
+        "optimization.max_update": settings.max_update,
+        "lr_scheduler.total_num_update": settings.max_update,
+        "lr_scheduler.warmup_updates": settings.warmup_updates,
+    }
+    return hydra_train_command(settings.config_dir, settings.config_name, keyed,
+                               [*run.variant.criterion_overrides, *settings.overrides])
 
 
 def finished(run: Run, out: str) -> Optional[dict]:
@@ -103,8 +93,7 @@ def finished(run: Run, out: str) -> Optional[dict]:
     path = os.path.join(run.folder(out), DONE)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        done = json.load(handle)
+    done = read_json(path)
     if done.get("command") != training_command(run, out):
         raise RunError(
             f"{path}: this run finished with another command than the one asked now; settings that change "
@@ -144,8 +133,5 @@ def record_command(out: str, command: Sequence[str]):
 
 
 def write_json_atomic(path: str, content: dict):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    """``content`` as indented JSON with sorted keys, written atomically: the evaluation's record files."""
+    write_json(path, content, sort_keys=True)

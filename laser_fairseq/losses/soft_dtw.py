@@ -14,10 +14,11 @@ problems (xy, and xx, yy for the divergence, each with its own lengths) in one b
 backward is Cuturi & Blondel's E-matrix recursion (d R_nm / d C_ij = E_ij) chained back to x and y
 by hand with matmuls. Padded frames are zeroed on entry and their cells never visited, so their
 gradient is exactly 0. float16/bfloat16 inputs are computed in float32 and the result is cast
-back; float64 stays float64. Borders use a large finite value instead of +inf.
+back; float64 stays float64. Borders use a large finite value instead of +inf
+(:data:`laser_fairseq.losses.soft_dtw_torch.BIG`).
 
-Backends: ``"torch"`` (pure PyTorch, anti-diagonal wavefront vectorised over problems and the
-diagonal, any device), ``"numba"`` (CPU kernel, :mod:`laser_fairseq.losses.soft_dtw_cpu`),
+Backends, one module each: ``"torch"`` (pure PyTorch, anti-diagonal wavefront vectorised over problems
+and the diagonal, any device, :mod:`laser_fairseq.losses.soft_dtw_torch`), ``"numba"`` (CPU kernel, :mod:`laser_fairseq.losses.soft_dtw_numba`),
 ``"triton"`` (GPU kernel, :mod:`laser_fairseq.losses.soft_dtw_triton`; checked against the torch
 backend once per device and dtype before its first use), ``"auto"`` (:func:`auto_backend`: triton
 for CUDA tensors, numba on CPU, torch otherwise, each only when the install provides its pieces).
@@ -27,7 +28,7 @@ then compete with the kernel's threads; on a machine with few cores, ``OMP_WAIT_
 in the environment (before torch is imported) removes that (measured: ~300 ms -> ~140 ms per
 divergence fwd+bwd at the reference size on 2 busy cores). It is a process setting, so this
 module does not set it. Thread count of the CPU kernel: see
-:func:`laser_fairseq.losses.soft_dtw_cpu.kernel_threads_set`.
+:func:`laser_fairseq.losses.soft_dtw_numba.kernel_threads_set`.
 """
 
 from __future__ import annotations
@@ -35,17 +36,14 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from laser_fairseq.losses.pairwise import squared_distances
-
-# Finite stand-in for +inf on the DP border: exp(-(BIG - finite) / gamma) underflows to exactly 0,
-# and no inf - inf can produce NaN.
-BIG = 1e10
+from laser_fairseq.losses.soft_dtw_torch import TorchDP
 
 BACKENDS = ("auto", "torch", "numba", "triton")
 # backends that existed once, and what replaced them (named in the error a stale config gets)
@@ -109,155 +107,6 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # ----------------------------------------------------------------------------------------------
-# Pure PyTorch backend
-# ----------------------------------------------------------------------------------------------
-
-
-def _skew_index(n: int, m: int, device: torch.device) -> torch.Tensor:
-    """Flat index into an ``(n, m)`` matrix for every skewed slot ``(k, i)``, cell ``(i, k - i)``.
-
-    Returns ``(n + m + 1, n + 1)`` int64; slots outside the matrix point at entry 0 (never read).
-    """
-    i = torch.arange(n + 1, device=device)
-    k = torch.arange(n + m + 1, device=device)
-    j = k[:, None] - i[None, :]
-    inside = (i[None, :] >= 1) & (j >= 1) & (j <= m)
-    return torch.where(inside, (i[None, :] - 1) * m + (j - 1), torch.zeros_like(j))
-
-
-def _unskew_index(n: int, m: int, device: torch.device) -> torch.Tensor:
-    """Flat index into a skewed ``(n + m + 1, n + 1)`` array for every cell: ``(n, m)`` int64."""
-    i = torch.arange(1, n + 1, device=device)[:, None]
-    j = torch.arange(1, m + 1, device=device)[None, :]
-    return (i + j) * (n + 1) + i
-
-
-def _softmin(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Stable ``softmin_gamma`` of three same-shaped tensors (min subtracted before the exps)."""
-    r = torch.minimum(torch.minimum(a, b), c)
-    s = torch.exp((r - a) / gamma) + torch.exp((r - b) / gamma) + torch.exp((r - c) / gamma)
-    return r - gamma * torch.log(s)
-
-
-def _softmin_weights(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float):
-    """Weights ``(w_a, w_b, w_c)`` of a stable softmin of three same-shaped tensors (its gradient); sum 1."""
-    r = torch.minimum(torch.minimum(a, b), c)
-    ea = torch.exp((r - a) / gamma)
-    eb = torch.exp((r - b) / gamma)
-    ec = torch.exp((r - c) / gamma)
-    s = ea + eb + ec
-    return ea / s, eb / s, ec / s
-
-
-def _diag_range(k: int, n: int, m: int) -> tuple[int, int]:
-    """Rows ``i`` of anti-diagonal ``k = i + j`` inside ``1 <= i <= n, 1 <= j <= m`` (inclusive)."""
-    return max(1, k - m), min(n, k - 1)
-
-
-def _torch_empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Uninitialised buffer for a cost batch (backends may allocate differently)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-class _TorchDP:
-    """Soft-DTW DP in pure PyTorch on skewed (anti-diagonal-major) storage.
-
-    Slot ``[p, k, i]`` holds cell ``(i, j = k - i)`` of problem ``p``. Anti-diagonal ``k`` depends
-    only on ``k - 1`` and ``k - 2``, and its predecessors are contiguous slices there, so each step
-    is a handful of vectorised ops over all problems and the whole diagonal.
-
-    Each diagonal is stored relative to its minimum, whose running level is kept in float64
-    (``base``): R reaches hundreds along a path, and float32 differences of such values would cost
-    ~1e-4 of relative accuracy in the softmin weights at gamma = 0.1.
-    """
-
-    empty = staticmethod(_torch_empty)
-
-    @staticmethod
-    def forward(costs: Sequence[torch.Tensor], rows: Sequence[torch.Tensor], cols: Sequence[torch.Tensor],
-                symmetric: Sequence[bool], gamma: float):
-        """Run the DP of several problem batches in one go.
-
-        Args:
-            costs: list of ``(B_t, N_t, M_t)`` cost tensors.
-            rows, cols: lists of ``(B_t,)`` int64 valid lengths.
-            symmetric: per batch, whether its costs are symmetric (xx, yy); this backend computes the
-                full DP anyway.
-            gamma: softmin temperature.
-
-        Returns:
-            (list of ``(B_t,)`` values, state for :meth:`backward`).
-        """
-        n = max(c.shape[1] for c in costs)
-        m = max(c.shape[2] for c in costs)
-        C = torch.cat([F.pad(c, (0, m - c.shape[2], 0, n - c.shape[1])) for c in costs])  # (P, n, m)
-        r_len = torch.cat(list(rows))
-        c_len = torch.cat(list(cols))
-        P = C.shape[0]
-        device = C.device
-        K = n + m + 1
-        Cs = C.reshape(P, n * m)[:, _skew_index(n, m, device)]  # (P, K, n + 1)
-        R = torch.full((P, K, n + 1), BIG, dtype=C.dtype, device=device)
-        R[:, 0, 0] = 0.0
-        base = torch.zeros((P, K), dtype=torch.float64, device=device)  # level of each diagonal
-        rows_idx = torch.arange(n + 1, device=device)
-        for k in range(2, K):
-            lo, hi = _diag_range(k, n, m)
-            shift = (base[:, k - 2] - base[:, k - 1]).to(C.dtype)[:, None]
-            val = Cs[:, k, lo:hi + 1] + _softmin(R[:, k - 2, lo - 1:hi] + shift, R[:, k - 1, lo - 1:hi],
-                                                 R[:, k - 1, lo:hi + 1], gamma)
-            # level: minimum over the problem's valid cells (0 once it has none left)
-            i = rows_idx[lo:hi + 1]
-            valid = (i[None, :] <= r_len[:, None]) & ((k - i)[None, :] <= c_len[:, None])
-            level = torch.amin(torch.where(valid, val, BIG), dim=1)  # (min(dim=) is slow: OpenMP per call)
-            level = torch.where(level < 0.5 * BIG, level, torch.zeros((), dtype=level.dtype, device=device))
-            R[:, k, lo:hi + 1] = val - level[:, None]
-            base[:, k] = base[:, k - 1] + level
-        p = torch.arange(P, device=device)
-        values = R[p, r_len + c_len, r_len].to(torch.float64) + base[p, r_len + c_len]
-        state = (R, base, r_len, c_len, [tuple(c.shape) for c in costs], list(symmetric), n, m, gamma)
-        return list(values.split([c.shape[0] for c in costs])), state
-
-    @staticmethod
-    def backward(state, grads: Sequence[torch.Tensor]):
-        """grads[t]: ``(B_t,)`` d loss / d value -> list of ``(B_t, N_t, M_t)`` matrices ``G_t``.
-
-        ``G_t = d loss / d cost`` for a non-symmetric batch, ``G_t + G_t^T`` for a symmetric one.
-        Entries outside the valid lengths are exactly 0.
-        """
-        R, base, r_len, c_len, shapes, symmetric, n, m, gamma = state
-        P, K, _ = R.shape
-        device = R.device
-        # softmin weights of every cell w.r.t. its three predecessors, all cells at once
-        Rp = F.pad(R, (1, 0, 2, 0), value=BIG)  # Rp[:, k + 2, i + 1] = R[:, k, i]
-        shift = F.pad((base[:, :-2] - base[:, 1:-1]).to(R.dtype), (2, 0))[:, :, None]  # level k-2 vs k-1
-        wd, wu, wl = _softmin_weights(Rp[:, :-2, :-1] + shift, Rp[:, 1:-1, :-1], Rp[:, 1:-1, 1:], gamma)
-        i = torch.arange(n + 1, device=device)
-        j = torch.arange(K, device=device)[:, None] - i
-        valid = ((i >= 1) & (j >= 1) & (i <= r_len[:, None, None]) & (j <= c_len[:, None, None]))
-        zero = torch.zeros((), dtype=R.dtype, device=device)
-        # pad by 2 diagonals and 1 row at the end so successors of the last cells read zeros
-        wd, wu, wl = (F.pad(torch.where(valid, w, zero), (0, 1, 0, 2)) for w in (wd, wu, wl))
-        E = torch.zeros((P, K + 2, n + 2), dtype=R.dtype, device=device)
-        p = torch.arange(P, device=device)
-        E[p, r_len + c_len, r_len] = 1.0  # seed: d R_nm / d R_nm
-        for k in range(K - 1, 1, -1):
-            lo, hi = _diag_range(k, n, m)
-            E[:, k, lo:hi + 1] += (wd[:, k + 2, lo + 1:hi + 2] * E[:, k + 2, lo + 1:hi + 2]
-                                   + wu[:, k + 1, lo + 1:hi + 2] * E[:, k + 1, lo + 1:hi + 2]
-                                   + wl[:, k + 1, lo:hi + 1] * E[:, k + 1, lo:hi + 1])
-        E = E[:, :K, :n + 1].reshape(P, K * (n + 1))[:, _unskew_index(n, m, device)]  # (P, n, m)
-        g = torch.cat(list(grads)).to(E.dtype)
-        E = E * g[:, None, None]
-        out, start = [], 0
-        for (b, nt, mt), sym in zip(shapes, symmetric):
-            g_t = _flush_tiny(E[start:start + b, :nt, :mt])
-            out.append(_symmetrize(g_t) if sym else g_t)
-            start += b
-        return out
-
-
-# ----------------------------------------------------------------------------------------------
 # Backend selection and the autograd Function
 # ----------------------------------------------------------------------------------------------
 
@@ -268,7 +117,7 @@ def _numba_available() -> bool:
     if importlib.util.find_spec("numba") is None:
         return False
     try:
-        importlib.import_module("laser_fairseq.losses.soft_dtw_cpu")
+        importlib.import_module("laser_fairseq.losses.soft_dtw_numba")
     except ImportError:
         return False
     return True
@@ -313,11 +162,11 @@ def _resolve_backend(backend: str, device: torch.device, dtype: torch.dtype):
     if backend == "auto":
         backend = auto_backend(device.type)
     if backend == "torch":
-        return _CostLevel(_TorchDP)
+        return _CostLevel(TorchDP)
     if backend == "numba":
         if device.type != "cpu":
             raise ValueError(f"backend='numba' needs CPU tensors, got device {device}")
-        from laser_fairseq.losses.soft_dtw_cpu import NumbaSoftDTW
+        from laser_fairseq.losses.soft_dtw_numba import NumbaSoftDTW
         return NumbaSoftDTW
     return _triton_backend(device, dtype)
 
@@ -369,7 +218,7 @@ def _self_check_once(name: str, impl, device: torch.device, dtype: torch.dtype) 
 
 
 def self_check_errors(impl, device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
-    """Relative errors (values, gradients) of ``impl`` in ``dtype`` against ``_TorchDP`` in float64, on ``device``.
+    """Relative errors (values, gradients) of ``impl`` in ``dtype`` against ``TorchDP`` in float64, on ``device``.
 
     The problem: 2 pairs of unit-norm frames, d = 8, lengths (16, 9) x (12, 14), padded, gamma 0.1,
     divergence; errors are max |a - b| / max |b| over the values and over both gradients.
@@ -388,28 +237,12 @@ def self_check_errors(impl, device: torch.device, dtype: torch.dtype) -> tuple[f
         return [t.detach().to(torch.float64) for t in (values, *grads)]
 
     got = run(impl, dtype)
-    want = run(_CostLevel(_TorchDP), torch.float64)
+    want = run(_CostLevel(TorchDP), torch.float64)
 
     def relative(a, b):
         return float((a - b).abs().max() / b.abs().max())
 
     return relative(got[0], want[0]), max(relative(got[1], want[1]), relative(got[2], want[2]))
-
-
-def _symmetrize(g: torch.Tensor) -> torch.Tensor:
-    """``G + G^T`` of a batch of square matrices ``(B, N, N)``."""
-    return g + g.transpose(1, 2)
-
-
-def _flush_tiny(g: torch.Tensor) -> torch.Tensor:
-    """Zero float32 entries below 2^-100 so the following matmuls never meet denormal numbers.
-
-    (A denormal operand makes sgemm several times slower; the entries dropped are ~1e-30 of the
-    largest, invisible in float32 results.) float64 is left exact.
-    """
-    if g.dtype != torch.float32:
-        return g
-    return torch.where(g.abs() < 2.0 ** -100, torch.zeros((), dtype=g.dtype, device=g.device), g)
 
 
 def _cross_grad(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,7 +261,7 @@ def _self_grad(s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 class _CostLevel:
-    """Pair-level backend built from a cost-level DP (``_TorchDP``, ``TritonDP``).
+    """Pair-level backend built from a cost-level DP (``TorchDP``, ``TritonDP``).
 
     Pair-level contract (what :class:`_SoftDTWFunction` calls):
     ``forward(x, y, x_lengths, y_lengths, divergence, gamma) -> (values, state)``, values a list of

@@ -40,7 +40,8 @@ import torch
 import triton
 import triton.language as tl
 
-BIG = 1e10  # finite stand-in for +inf on the DP border (as in soft_dtw.BIG)
+from laser_fairseq.losses.soft_dtw_torch import BIG
+
 MAX_BLOCK = 1024  # most lanes of a program; longer diagonals are swept in chunks
 PROBLEMS_PER_PROGRAM = None  # None: 1 on a GPU, all (up to 64) under the interpreter (see launch_plan)
 
@@ -257,7 +258,7 @@ def _on_device(device: torch.device):
 
 
 class TritonDP:
-    """Cost-level DP backend (the contract of ``_TorchDP`` in :mod:`laser_fairseq.losses.soft_dtw`).
+    """Cost-level DP backend (the contract of :class:`laser_fairseq.losses.soft_dtw_torch.TorchDP`).
 
     Accepts one cost batch (xy) or three (xy, xx, yy) of ``(B, ., .)`` float32 / float64 tensors
     with ``(B,)`` lengths; symmetric batches are computed as full problems.

@@ -21,13 +21,13 @@ from typing import Dict, List, Tuple
 import torch
 
 from ..checkpoint_io import EXPECTED_UPSTREAMS, CheckpointError
-from .wavlm import WavLMConfig, parse_conv_feature_layers
+from .hubert_checkpoint import PRETRAINING_HEAD
+from .wavlm_config import WavLMConfig, parse_conv_feature_layers
 
 logger = logging.getLogger(__name__)
 
 HF_MODEL_CLASSES = {"hubert": "HubertModel", "wavlm": "WavLMModel"}
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
-PRETRAINING_HEAD = ("final_proj.", "label_embs_concat")
 SUPPORTED_ACTIVATIONS = ("gelu", "relu")  # the same function under both names in fairseq/unilm and transformers
 
 # (original key prefix, HF key prefix); "{i}" is a block or conv layer index. The first match wins.

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 LABEL_EMBEDDINGS = "label_embs_concat"
 FINAL_PROJ = "final_proj.weight"
+# prefixes of the pretraining head (depends on the label set; not part of the encoder)
+PRETRAINING_HEAD = ("final_proj.", LABEL_EMBEDDINGS)
 
 
 def size_only_dictionary(size: int) -> Dictionary:

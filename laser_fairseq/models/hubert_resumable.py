@@ -30,14 +30,43 @@ class HubertResumableConfig(HubertConfig):
 
 @register_model("hubert_resumable", dataclass=HubertResumableConfig)
 class HubertResumableModel(HubertModel):
+    """fairseq's ``HubertModel`` with seeded masks and layer drops (see the module docstring).
+
+    fairseq's trainer reads checkpoint_last.pt (or ``checkpoint.finetune_from_model``) with torch's default
+    weights-only loader right after it built the model, and hubert_pretraining checkpoints pickle the label
+    ``Dictionary``. That load happens inside fairseq, out of reach of a ``with`` block, so the model holds a
+    ``torch.serialization.safe_globals([Dictionary])`` scope from ``build_model`` until the loaded state reaches
+    it (``load_state_dict``) or, when there is nothing to load, until its first ``forward``: fairseq's checkpoint
+    load is the only load in that span, and the process-wide allow-list is as it was afterwards.
+    """
+
     # A registered variant rather than a patch of fairseq: only runs that ask for it change how masks are drawn.
 
     @classmethod
     def build_model(cls, cfg: HubertResumableConfig, task):
-        # fairseq's trainer reads checkpoint_last.pt (and checkpoint.finetune_from_model) with torch's default
-        # weights-only loader; hubert_pretraining checkpoints pickle the label Dictionary: allow that class.
-        torch.serialization.add_safe_globals([Dictionary])
-        return cls(cfg, task.cfg, task.dictionaries)
+        model = cls(cfg, task.cfg, task.dictionaries)
+        model._allow_dictionary_until_loaded()
+        return model
+
+    def _allow_dictionary_until_loaded(self) -> None:
+        """Enter the allow-list scope of fairseq's checkpoint load (none when Dictionary is allowed already)."""
+        self._checkpoint_allow_list = None
+        if Dictionary not in torch.serialization.get_safe_globals():
+            self._checkpoint_allow_list = torch.serialization.safe_globals([Dictionary])
+            self._checkpoint_allow_list.__enter__()
+
+    def _end_checkpoint_allow_list(self) -> None:
+        scope, self._checkpoint_allow_list = getattr(self, "_checkpoint_allow_list", None), None
+        if scope is not None:
+            scope.__exit__(None, None, None)
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        self._end_checkpoint_allow_list()
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+    def forward(self, *args, **kwargs):
+        self._end_checkpoint_allow_list()
+        return super().forward(*args, **kwargs)
 
     def apply_mask(self, x, padding_mask, target_list):
         """HubertModel.apply_mask with seeded draws; x (B, T, C), padding_mask (B, T) -> (x, mask (B, T))."""

@@ -17,12 +17,12 @@ from ..analysis.features import make_perturber
 from ..analysis.layerwise import analyze_upstream
 from ..analysis.phone_labels import load_phone_probe_labels
 from ..analysis.utterances import load_utterances
-from ..checkpoint_io import load_checkpoint
+from ..checkpoint_io import load_checkpoint, write_checkpoint
 from ..models.trained_upstream import open_upstream
 from ..files import write_json, write_text
 from .input_baselines import input_phone_scores
 from .schedule import AnalysisSettings
-from .training import fresh_model, pretrained_checkpoint, save_atomically
+from .training import fresh_model, pretrained_checkpoint
 
 ANALYSIS_JSON = "analysis.json"
 LAYERS_CSV = "layers.csv"
@@ -71,4 +71,4 @@ def write_random_model(reference_model: str, seed: int, path: str):
     """A freshly initialised model with the configuration and label dictionaries of ``reference_model``."""
     reference = load_checkpoint(reference_model)
     _, model = fresh_model(reference["cfg"], reference["task_state"]["dictionaries"], seed)
-    save_atomically(pretrained_checkpoint(dict(reference, model=model.state_dict())), path)
+    write_checkpoint(pretrained_checkpoint(dict(reference, model=model.state_dict())), path)

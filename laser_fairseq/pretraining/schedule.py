@@ -321,23 +321,3 @@ def _lookup(overrides: Dict[str, Any], name: str):
         if prefix + name in overrides:
             return overrides[prefix + name]
     return None
-
-
-def hydra_value(value: Any) -> str:
-    """A value in hydra's override grammar: lists as [a,b], bools as true/false, null, quoted odd strings."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ",".join(hydra_value(item) for item in value) + "]"
-    if re.match(r"^[A-Za-z0-9_./:-]+$", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def override_arguments(overrides: Dict[str, Any]) -> List[str]:
-    """``key=value`` command-line overrides for fairseq-hydra-train, in the schedule's order."""
-    return [f"{name}={hydra_value(value)}" for name, value in overrides.items()]

@@ -19,29 +19,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from typing import List, Optional, Sequence
 
 import torch
 
-from ..checkpoint_io import load_checkpoint
-from ..checkpoint_recovery import ensure_resumable
+from ..checkpoint_io import load_checkpoint, write_checkpoint
+from ..checkpoint_recovery import LAST, ensure_resumable
 from ..export import genuine_hubert_cfg
-from ..files import atomic_path
-from .schedule import Iteration, override_arguments
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USER_DIR = os.path.join(REPO, "laser_fairseq")
-HEAD_KEYS = ("final_proj.", "label_embs_concat")
-LAST = "checkpoint_last.pt"
+from ..hydra_command import hydra_train_command, override_arguments
+from ..models.hubert_checkpoint import PRETRAINING_HEAD
+from .schedule import REPO, Iteration
 
 
 class TrainingError(RuntimeError):
     """A training run that failed or ended unexpectedly; the message says where its log is."""
-
-
-def hydra_train() -> str:
-    return os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 
 
 def train_command(
@@ -52,7 +43,6 @@ def train_command(
     config_dir, config_file = os.path.split(iteration.config_path)
     rate = iteration.target.label_rate
     driver_keys = {
-        "common.user_dir": USER_DIR,
         "common.seed": seed,
         "task.data": data_dir,
         "task.label_dir": label_dir,
@@ -63,10 +53,8 @@ def train_command(
         "optimization.max_update": iteration.max_update,
         "hydra.run.dir": hydra_dir,
     }
-    return [
-        hydra_train(), "--config-dir", config_dir, "--config-name", os.path.splitext(config_file)[0],
-        *override_arguments(driver_keys), *start_overrides, *override_arguments(iteration.overrides),
-    ]
+    return hydra_train_command(config_dir, os.path.splitext(config_file)[0], driver_keys,
+                               [*start_overrides, *override_arguments(iteration.overrides)])
 
 
 def start_overrides(save_dir: str, init_checkpoint: Optional[str]) -> List[str]:
@@ -158,8 +146,8 @@ def write_init_checkpoint(previous_model: str, dictionary_path: str, label_rate:
     cfg["task"] = dict(cfg["task"], label_rate=float(label_rate))
     task, model = fresh_model(cfg, [Dictionary.load(dictionary_path)], seed)
     weights = model.state_dict()
-    trunk = {key: value for key, value in previous["model"].items() if not key.startswith(HEAD_KEYS)}
-    mismatched = [key for key in weights if not key.startswith(HEAD_KEYS) and
+    trunk = {key: value for key, value in previous["model"].items() if not key.startswith(PRETRAINING_HEAD)}
+    mismatched = [key for key in weights if not key.startswith(PRETRAINING_HEAD) and
                   (key not in trunk or trunk[key].shape != weights[key].shape)]
     if mismatched or set(trunk) - set(weights):
         raise TrainingError(f"{previous_model}: its trunk does not fit the model of this iteration "
@@ -170,7 +158,7 @@ def write_init_checkpoint(previous_model: str, dictionary_path: str, label_rate:
                 "lr_scheduler_state": {"best": None}, "num_updates": 0}]
     state = dict(previous, cfg=cfg, model=weights, task_state=task.state_dict(), last_optimizer_state=None,
                  optimizer_history=history, extra_state={"metrics": {}, "previous_training_time": 0.0})
-    save_atomically(state, path)
+    write_checkpoint(state, path)
 
 
 def pretrained_checkpoint(training_state: dict) -> dict:
@@ -199,10 +187,5 @@ def export_final_model(save_dir: str, max_update: int, path: str) -> int:
     if updates != max_update:
         raise TrainingError(f"{last}: training stopped at {updates} updates, the schedule asks for {max_update}; "
                             f"check the training log (e.g. optimization.max_epoch reached first)")
-    save_atomically(pretrained_checkpoint(state), path)
+    write_checkpoint(pretrained_checkpoint(state), path)
     return updates
-
-
-def save_atomically(state: dict, path: str):
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)

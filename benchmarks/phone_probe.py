@@ -7,7 +7,7 @@ layer of scripts/analyze_layers.py sees them. Times, in one process: accumulatin
 (fitting + held-out utterances, which also score the candidate shrinkages), the final solve, and predicting
 and scoring the test utterances. Frame generation is not timed.
 
-    python scripts/benchmark_phone_probe.py --utterances 3000 --seconds 2 --dim 768
+    python benchmarks/phone_probe.py --utterances 3000 --seconds 2 --dim 768
 
 Classifier comparison (--corpus DIR, a corpus with train/test .tsv + .phn + dict.phn.txt such as the
 synthetic corpus): log-mel frames (80 bands, 25 ms / 20 ms, the frames' own grid), optionally stacked with
@@ -18,7 +18,7 @@ every 5th sentence) train three linear probes, each choosing its regulariser on 
   softmax  multinomial logistic regression, full-batch L-BFGS (torch), weight decay by held-out accuracy
 Reports test frame accuracy, PER and seconds for each.
 
-    python scripts/benchmark_phone_probe.py --corpus data/synth --context 4
+    python benchmarks/phone_probe.py --corpus data/synth --context 4
 
 Results: ``--out DIR`` also writes DIR/phone_probe.json (``--name`` changes the file name; the timings, the
 comparison's rows, the command, date, machine, load average before/after and versions;
@@ -28,17 +28,14 @@ from which docs/phone_probe.md quotes.
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from laser_fairseq.analysis import phone_probe  # noqa: E402
-from laser_fairseq.analysis.features import log_mel_frames  # noqa: E402
-from laser_fairseq.analysis.phone_labels import (  # noqa: E402
+from laser_fairseq.analysis import phone_probe
+from laser_fairseq.analysis.features import log_mel_frames
+from laser_fairseq.analysis.phone_labels import (
     SILENCE,
     evenly_spaced,
     frame_count,
@@ -46,9 +43,9 @@ from laser_fairseq.analysis.phone_labels import (  # noqa: E402
     read_phone_dict,
     selection_mask,
 )
-from laser_fairseq.analysis.utterances import load_utterances  # noqa: E402
-from laser_fairseq.data.audio import read_audio  # noqa: E402
-from laser_fairseq.data.manifest import read_manifest  # noqa: E402
+from laser_fairseq.analysis.utterances import load_utterances
+from laser_fairseq.data.audio import read_audio
+from laser_fairseq.data.manifest import read_manifest
 
 RIDGE_STRENGTHS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # x the number of frames
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3)
@@ -228,7 +225,7 @@ def main(argv=None):
     args = parse_args(argv)
     from laser_fairseq.bench_results import Recorder
 
-    recorder = Recorder(args.name, args, None if argv is None else ["scripts/benchmark_phone_probe.py", *argv])
+    recorder = Recorder(args.name, args, None if argv is None else ["benchmarks/phone_probe.py", *argv])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     times = time_probe(args)

@@ -6,8 +6,8 @@ Each mutant is one textual replacement in one product file (the file must contai
 once, else the mutant is reported as "not applicable": the code moved on). The scratch copy is deleted
 afterwards; the working tree is never modified.
 
-    python scripts/listed_mutants.py                 # all mutants, Markdown table on stdout
-    python scripts/listed_mutants.py --only swap-flag --keep
+    python dev/listed_mutants.py                 # all mutants, Markdown table on stdout
+    python dev/listed_mutants.py --only swap-flag --keep
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import List, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COPIED = ("laser_fairseq", "tests", "manifests", "scripts", "examples", "pyproject.toml")
+COPIED = ("laser_fairseq", "tests", "manifests", "scripts", "benchmarks", "dev", "examples", "pyproject.toml")
 FAST_DESELECT = (
     "--deselect", "tests/test_bad_input.py::test_fairseq_hydra_train_stops_with_the_message_and_writes_no_checkpoint",
     "--deselect", "tests/test_prepare_librispeech.py::test_cli_reports_progress_rejections_and_exit_codes",

@@ -6,7 +6,7 @@ Reads mutmut's results from ``mutants/`` (run it from the repository root after 
 surviving mutant is "explained" when docs/mutation_equivalents.toml lists its file, original line and
 mutated line with a reason; explained mutants leave the score's denominator.
 
-    python scripts/mutation_report.py --out docs/mutation_report.md --wall-seconds 1500 --load "$(uptime)"
+    python dev/mutation_report.py --out docs/mutation_report.md --wall-seconds 1500 --load "$(uptime)"
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import tomllib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
+
+from laser_fairseq.files import write_text
 
 # A mutant that makes a test hang (timeout) or crash the test process (mutmut's "segfault": SIGSEGV, or SIGKILL
 # at its CPU limit) is detected too; crashes are listed in their own section so that each can be checked.
@@ -158,7 +160,7 @@ def render(mutants: List[Mutant], wall_seconds: Optional[float], load: str, comm
     out = [
         "# Mutation report",
         "",
-        f"Written by `scripts/mutation_report.py` after `{command}` (mutmut 3.8.1, see docs/contributing.md).",
+        f"Written by `dev/mutation_report.py` after `{command}` (mutmut 3.8.1, see docs/contributing.md).",
         "",
     ]
     if note:
@@ -252,11 +254,7 @@ def main(argv=None) -> int:
         locate(mutant, def_lines[mutant.path])
         mutant.why = equivalents.get((module_of(mutant.path), mutant.original, mutant.mutated), "")
     text = render(mutants, args.wall_seconds, args.load, args.command, args.note)
-    temporary = f"{args.out}.tmp-{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, args.out)
+    write_text(args.out, text)
     killed, counted, overall = score(mutants)
     print(f"{args.out}: {overall:.1f} % killed ({killed} of {counted}), "
           f"{sum(m.status not in KILLED and m.status != 'not checked' and not m.explained for m in mutants)} "

@@ -13,7 +13,7 @@ loaded through the `laser` model like hubert_base_ls960.pt) fine-tunes its top 2
             divergence (numba kernel, all pairs in one call) + Contrastive-IDM, one backward
   authors   the authors' style: one pair at a time (batch of 1 per view), the same frozen layers, their
             loss recipe (float64 numba soft-DTW with the cost built by broadcasting, CPU round trip,
-            re-implemented in scripts/benchmark.py) + the same IDM, one backward per pair
+            re-implemented in laser_fairseq/bench_soft_dtw.py) + the same IDM, one backward per pair
 
 Time: one process runs both styles on the same model and inputs, --warmup untimed steps each, then
 --repeats rounds alternating the two (ours, authors, then authors, ours, ...), so a change of machine
@@ -35,7 +35,7 @@ memory figures, the perturbation timings, the command, date, machine, load avera
 versions; laser_fairseq/bench_results.py). ``make bench`` writes the committed
 benchmarks/results/training_step.json, from which docs/training.md and README.md quote.
 
-  python scripts/benchmark_step.py [--pairs 4] [--seconds 4] [--repeats 3] [--threads 2] [--out DIR]
+  python benchmarks/training_step.py [--pairs 4] [--seconds 4] [--repeats 3] [--threads 2] [--out DIR]
 """
 
 import argparse
@@ -45,7 +45,6 @@ import logging
 import multiprocessing
 import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -56,9 +55,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: its OpenMP 
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ALPHA, SIGMA, MARGIN, GAMMA = 0.4, 0.0, 1.1, 0.1
 SAMPLE_RATE = 16_000
@@ -191,7 +187,7 @@ def our_step(model, pairs, clock):
 
 def authors_step(model, pairs, clock):
     """One pair at a time: each view a batch of one, the authors' per-pair soft-DTW recipe."""
-    from benchmark import authors_recipe
+    from laser_fairseq.bench_soft_dtw import authors_recipe
 
     pair_divergence = authors_recipe()
     divergence = laser_loss(lambda a, b, la, lb: pair_divergence(a, b, la, lb, GAMMA))
@@ -440,7 +436,7 @@ def main(argv=None):
     args = parse_args(argv)
     from laser_fairseq.bench_results import Recorder
 
-    recorder = Recorder("training_step", args, None if argv is None else ["scripts/benchmark_step.py", *argv])
+    recorder = Recorder("training_step", args, None if argv is None else ["benchmarks/training_step.py", *argv])
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     results = {}

@@ -48,7 +48,8 @@ from numba import njit
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-BIG = 1e10
+from laser_fairseq.losses.soft_dtw_torch import BIG
+
 _FASTMATH = {"contract", "arcp", "nsz"}
 
 

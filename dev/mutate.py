@@ -6,7 +6,7 @@ mutmut mutates every module of ``only_mutate`` in pyproject.toml (the whole core
 test runs which function; only the mutants of the chosen scope are then tested. Each scope finishes within
 ~30 min on 2 cores; ``core`` runs them all at once (hours here).
 
-    python scripts/mutate.py --scope composition --jobs 2    # what `make mutate` runs
+    python dev/mutate.py --scope composition --jobs 2    # what `make mutate` runs
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import sys
 import time
 from typing import Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mutation_report  # noqa: E402
+REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mutation_report.py")
 
 SCOPES: Dict[str, List[str]] = {
     # LASER's objective, its paired views and the model wrapper
@@ -39,7 +38,8 @@ SCOPES: Dict[str, List[str]] = {
         "laser_fairseq/data/manifest.py",
         "laser_fairseq/data/audio.py",
     ],
-    "soft_dtw": ["laser_fairseq/losses/soft_dtw.py"],  # dispatcher, batching, autograd (kernels: not mutable)
+    # the API and dispatch (batching, autograd) and the torch backend (the numba and Triton kernels: not mutable)
+    "soft_dtw": ["laser_fairseq/losses/soft_dtw.py", "laser_fairseq/losses/soft_dtw_torch.py"],
     # the export of the original formats (laser_fairseq/export/; hf.py and model_card.py are pinned by
     # tests/test_export_hf.py, test_huggingface.py and test_model_card.py, not mutated)
     "export": [
@@ -94,11 +94,11 @@ def main(argv=None) -> int:
         print(f"mutmut run stopped with exit code {result.returncode}; no report written", file=sys.stderr)
         return result.returncode
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout
-    return mutation_report.main([
-        "--out", report_path(args.scope), "--wall-seconds", str(round(time.time() - start)), "--load", load,
-        "--command", command, "--modules", *paths,
+    return subprocess.run([
+        sys.executable, REPORT, "--out", report_path(args.scope), "--wall-seconds", str(round(time.time() - start)),
+        "--load", load, "--command", command, "--modules", *paths,
         "--note", f"Scope `{args.scope}`: {', '.join(f'`{p}`' for p in paths)}.",
-    ])
+    ]).returncode
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""laser_fairseq.data.demo_corpus: the demo preset of the synthetic corpus tool makes a corpus of the committed
+manifests/demo's layout (same files, names, transcripts, targets, dictionary and splits) with audio of its own,
+through its front door laser_fairseq.cli.make_demo_corpus (scripts/make_demo_corpus.py)."""
+
+import filecmp
+import os
+
+import pytest
+import soundfile as sf
+
+from laser_fairseq.cli import make_demo_corpus
+from laser_fairseq.data.demo_corpus import DEMO_PRESET
+from laser_fairseq.data.synthetic_corpus import build_preset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMITTED = os.path.join(REPO, "manifests", "demo")
+SAME_TEXT = [f"{split}.{suffix}" for split in ("train", "valid") for suffix in ("wrd", "ltr", "sent", "voice")]
+
+
+def files_in(folder):
+    return sorted(os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names)
+
+
+def manifest(folder, split):
+    with open(os.path.join(folder, f"{split}.tsv"), encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    return lines[0], [line.split("\t") for line in lines[1:]]
+
+
+@pytest.fixture(scope="module")
+def preset_corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demo_preset") / "demo")
+    assert make_demo_corpus.main(["--out-dir", out, "--workers", "2"]) == 0
+    return out
+
+
+def test_the_preset_makes_the_committed_corpus_files_with_equal_texts(preset_corpus):
+    assert files_in(preset_corpus) == files_in(COMMITTED)
+    for name in SAME_TEXT + ["dict.ltr.txt"]:
+        assert filecmp.cmp(os.path.join(preset_corpus, name), os.path.join(COMMITTED, name), shallow=False), name
+    for split in ("train", "valid"):
+        (root, rows), (committed_root, committed_rows) = manifest(preset_corpus, split), manifest(COMMITTED, split)
+        assert root == committed_root == "audio"
+        assert [name for name, _ in rows] == [name for name, _ in committed_rows]
+
+
+def test_the_preset_audio_is_what_the_manifest_says_and_audible(preset_corpus):
+    for split in ("train", "valid"):
+        for name, samples in manifest(preset_corpus, split)[1]:
+            audio, rate = sf.read(os.path.join(preset_corpus, "audio", name), dtype="int16")
+            assert rate == 16_000 and audio.ndim == 1 and audio.size == int(samples)
+            assert 1.0 <= audio.size / rate <= 4.0, name
+            assert (audio.astype(float) / 32768.0).std() > 0.01, name
+
+
+def test_the_preset_readme_and_voice_table_describe_this_build(preset_corpus):
+    readme = open(os.path.join(preset_corpus, "README.md"), encoding="utf-8").read()
+    assert "16 sentences, each spoken by all 5 voices:\n  80 files" in readme
+    assert "s14, s15, s16; `train` holds the other\n  13 sentences" in readme
+    assert "| s12 | train | Would you like orange juice? |" in readme
+    voices = open(os.path.join(preset_corpus, "voices.tsv"), encoding="utf-8").read().splitlines()
+    assert voices[0] == "voice_id\tespeak_voice\tpitch\tpitch_range\trate\tdescription"
+    assert voices[2] == "v2\ten+f2\t62\t50\t182\tBritish English, female"
+
+
+def test_the_preset_is_byte_identical_whatever_the_number_of_workers(preset_corpus, tmp_path):
+    again = build_preset(str(tmp_path / "demo"), DEMO_PRESET, workers=1, log=lambda message: None).out
+    assert files_in(again) == files_in(preset_corpus)
+    mismatch = filecmp.cmpfiles(preset_corpus, again, files_in(preset_corpus), shallow=False)[1:]
+    assert mismatch == ([], [])
+
+
+def test_bad_settings_and_an_existing_corpus_are_refused_with_the_option_named(preset_corpus, capsys):
+    assert make_demo_corpus.main(["--out-dir", preset_corpus, "--valid-sentences", "16"]) == 1
+    assert "--valid-sentences must be between 1 and 15" in capsys.readouterr().err
+    before = files_in(preset_corpus)
+    assert make_demo_corpus.main(["--out-dir", preset_corpus]) == 1
+    assert "already exists and is not empty; pass --force" in capsys.readouterr().err
+    assert files_in(preset_corpus) == before
+
+
+def test_fewer_valid_sentences_move_the_split(tmp_path):
+    out = str(tmp_path / "demo")
+    assert make_demo_corpus.main(["--out-dir", out, "--valid-sentences", "1", "--workers", "2"]) == 0
+    with open(os.path.join(out, "valid.sent")) as handle:
+        assert sorted(set(handle.read().split())) == ["s16"]
+    with open(os.path.join(out, "train.sent")) as handle:
+        assert "s15" in handle.read().split()

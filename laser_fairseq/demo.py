@@ -166,7 +166,7 @@ def run_demo(upstream: str = PRETRAINED_UPSTREAM, kind: str = "hubert", corpus: 
     python = sys.executable
     if upstream == "random":
         upstream = os.path.join(run_dir, f"tiny_{kind}.pt")
-        run([python, "scripts/make_tiny_upstream.py", "--kind", kind, "--output", upstream])
+        run([python, "-m", "laser_fairseq.cli.make_tiny_upstream", "--kind", kind, "--output", upstream])
 
     log_path = os.path.join(run_dir, "train.log")
     overrides = [f"lr_scheduler.total_num_update={max_update}"]

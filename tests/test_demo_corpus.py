@@ -1,6 +1,6 @@
-"""laser_fairseq.data.demo_corpus: the demo preset of the synthetic corpus tool makes a corpus of the committed
-manifests/demo's layout (same files, names, transcripts, targets, dictionary and splits) with audio of its own,
-through its front door laser_fairseq.cli.make_demo_corpus (scripts/make_demo_corpus.py)."""
+"""laser_fairseq.data.demo_corpus: the demo preset of the synthetic corpus tool (`make_synthetic_corpus --preset
+demo`) makes a corpus of the committed manifests/demo's layout (same files, names, transcripts, targets, dictionary
+and splits) with audio of its own; scripts/make_demo_corpus.py is its deprecated alias."""
 
 import filecmp
 import os
@@ -8,7 +8,7 @@ import os
 import pytest
 import soundfile as sf
 
-from laser_fairseq.cli import make_demo_corpus
+from laser_fairseq.cli import make_demo_corpus, make_synthetic_corpus
 from laser_fairseq.data.demo_corpus import DEMO_PRESET
 from laser_fairseq.data.synthetic_corpus import build_preset
 
@@ -30,7 +30,7 @@ def manifest(folder, split):
 @pytest.fixture(scope="module")
 def preset_corpus(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("demo_preset") / "demo")
-    assert make_demo_corpus.main(["--out-dir", out, "--workers", "2"]) == 0
+    assert make_synthetic_corpus.main(["--preset", "demo", "--out", out, "--workers", "2"]) == 0
     return out
 
 
@@ -71,18 +71,29 @@ def test_the_preset_is_byte_identical_whatever_the_number_of_workers(preset_corp
 
 
 def test_bad_settings_and_an_existing_corpus_are_refused_with_the_option_named(preset_corpus, capsys):
-    assert make_demo_corpus.main(["--out-dir", preset_corpus, "--valid-sentences", "16"]) == 1
+    assert make_synthetic_corpus.main(["--preset", "demo", "--out", preset_corpus, "--valid-sentences", "16"]) == 1
     assert "--valid-sentences must be between 1 and 15" in capsys.readouterr().err
     before = files_in(preset_corpus)
-    assert make_demo_corpus.main(["--out-dir", preset_corpus]) == 1
+    assert make_synthetic_corpus.main(["--preset", "demo", "--out", preset_corpus]) == 1
     assert "already exists and is not empty; pass --force" in capsys.readouterr().err
     assert files_in(preset_corpus) == before
+    fixed = ["--sentences", "20", "--seed", "3", "--relative-root"]
+    assert make_synthetic_corpus.main(["--preset", "demo", "--out", preset_corpus, *fixed]) == 1
+    assert "error: --preset demo fixes --sentences, --seed, --relative-root; leave them out" in capsys.readouterr().err
 
 
-def test_fewer_valid_sentences_move_the_split(tmp_path):
+def test_the_deprecated_alias_warns_and_keeps_its_flags(tmp_path, capsys):
     out = str(tmp_path / "demo")
-    assert make_demo_corpus.main(["--out-dir", out, "--valid-sentences", "1", "--workers", "2"]) == 0
+    with pytest.warns(DeprecationWarning, match="make_synthetic_corpus.py --preset demo"):
+        assert make_demo_corpus.main(["--out-dir", out, "--valid-sentences", "1", "--workers", "2"]) == 0
     with open(os.path.join(out, "valid.sent")) as handle:
         assert sorted(set(handle.read().split())) == ["s16"]
     with open(os.path.join(out, "train.sent")) as handle:
         assert "s15" in handle.read().split()
+    assert make_demo_corpus.parse_args([]).out_dir == COMMITTED
+    for valid in ("0", "16"):
+        with pytest.warns(DeprecationWarning):
+            assert make_demo_corpus.main(["--out-dir", str(tmp_path / "other"), "--valid-sentences", valid]) == 1
+        assert f"--valid-sentences must be between 1 and 15 (preset 'demo' has 16 sentences), got {valid}" in (
+            capsys.readouterr().err)
+    assert not (tmp_path / "other").exists()

@@ -1,23 +1,24 @@
-"""Synthesise the demo speech corpus committed in manifests/demo: the demo preset of the synthetic corpus tool.
+"""Deprecated: the demo corpus is the preset "demo" of the synthetic corpus tool. Use
 
-    python scripts/make_demo_corpus.py --force          (or: laser-make-demo-corpus --force)
+    python scripts/make_synthetic_corpus.py --preset demo --out manifests/demo --force
 
-16 sentences x 5 espeak-ng voices (libespeak-ng from the espeakng-loader wheel), 16 kHz FLAC in audio/, fairseq
-manifests train.tsv / valid.tsv rooted at "audio" (relative to their folder), .wrd .ltr .sent .voice side
-files, dict.ltr.txt, voices.tsv and README.md; split by sentence (valid: the last --valid-sentences).
-See laser_fairseq/data/demo_corpus.py and docs/synthetic_corpus.md.
+This front door keeps the old flags (--out-dir, default manifests/demo; --valid-sentences; --force) and runs
+exactly that, after a deprecation warning.
 """
 
 import argparse
 import dataclasses
 import os
 import sys
+import warnings
 
+from laser_fairseq.cli import make_synthetic_corpus
 from laser_fairseq.data.demo_corpus import DEMO_PRESET
-from laser_fairseq.data.synthesis import EspeakError
-from laser_fairseq.data.synthetic_corpus import CorpusError, build_preset
+from laser_fairseq.data.synthetic_corpus import CorpusError
 from laser_fairseq.demo import DEMO_MANIFESTS
 
+DEPRECATION = ("scripts/make_demo_corpus.py is deprecated: run `python scripts/make_synthetic_corpus.py --preset demo "
+               "--out manifests/demo --force` (laser-make-synthetic-corpus) instead")
 
 
 def parse_args(argv=None):
@@ -35,17 +36,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.workers < 1:
-        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
-        return 1
-    preset = dataclasses.replace(DEMO_PRESET, valid_sentences=args.valid_sentences)
-    try:
-        result = build_preset(args.out_dir, preset, workers=args.workers, force=args.force)
-    except (CorpusError, EspeakError) as error:
+    warnings.warn(DEPRECATION, DeprecationWarning, stacklevel=2)
+    try:  # 0 would mean "the preset's default" to make_synthetic_corpus; here it is an error, as it always was
+        dataclasses.replace(DEMO_PRESET, valid_sentences=args.valid_sentences).splits()
+    except CorpusError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {result.utterances} utterances of the demo corpus to {result.out} in {result.seconds:.1f} s")
-    return 0
+    return make_synthetic_corpus.main(
+        ["--preset", DEMO_PRESET.name, "--out", args.out_dir, "--valid-sentences", str(args.valid_sentences),
+         "--workers", str(args.workers)] + (["--force"] if args.force else []))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ The manifests' root line is the absolute path of --out/audio, as fairseq's wav2v
 fairseq's own tasks (audio_finetuning, hubert_pretraining) join it with the working directory. With
 --relative-root it is "audio", relative to the manifest's folder, for a corpus to move or commit (the
 project's reader resolves it; scripts/absolute_manifests.py writes copies fairseq's tasks read).
+
+--preset demo makes the committed demo corpus instead (16 fixed sentences x 5 voices, train/valid, root "audio"):
+
+    python scripts/make_synthetic_corpus.py --preset demo --out manifests/demo --force
 """
 
 import argparse
@@ -22,8 +26,13 @@ import dataclasses
 import os
 import sys
 
+from laser_fairseq.data.demo_corpus import PRESETS
 from laser_fairseq.data.synthesis import VOICES, EspeakError
-from laser_fairseq.data.synthetic_corpus import CorpusError, CorpusSettings, build_corpus
+from laser_fairseq.data.synthetic_corpus import CorpusError, CorpusSettings, build_corpus, build_preset
+
+# what a preset fixes: these flags must keep their defaults with --preset
+PRESET_FIXED = ("sentences", "voices", "voices_per_sentence", "test_sentences", "seed", "edge_silence_ms",
+                "relative_root")
 
 
 def parse_args(argv=None):
@@ -67,7 +76,34 @@ def parse_args(argv=None):
     parser.add_argument(
         "--progress-seconds", type=float, default=10.0, help="seconds between progress lines (default 10)"
     )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS),
+        help="a named corpus of fixed sentences and voices instead of grammar sentences: 'demo' is the committed "
+             "manifests/demo (train/valid, relative root); --valid-sentences (default: the preset's), --workers, "
+             "--force and --progress-seconds apply, the other corpus options are fixed",
+    )
     return parser.parse_args(argv)
+
+
+def make_preset(args) -> int:
+    """``--preset``: build_preset of the named preset, after checking no option it fixes was given."""
+    defaults = parse_args(["--out", args.out])
+    changed = [name for name in PRESET_FIXED if getattr(args, name) != getattr(defaults, name)]
+    if changed:
+        options = ", ".join("--" + name.replace("_", "-") for name in changed)
+        print(f"error: --preset {args.preset} fixes {options}; leave them out", file=sys.stderr)
+        return 1
+    preset = PRESETS[args.preset]
+    if args.valid_sentences:
+        preset = dataclasses.replace(preset, valid_sentences=args.valid_sentences)
+    try:
+        result = build_preset(args.out, preset, workers=args.workers, force=args.force,
+                              progress_seconds=args.progress_seconds)
+    except (CorpusError, EspeakError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {result.utterances} utterances of preset {preset.name} to {result.out} in {result.seconds:.1f} s")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -76,6 +112,8 @@ def main(argv=None) -> int:
     if args.workers < 1:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return 1
+    if args.preset:
+        return make_preset(args)
     try:
         result = build_corpus(
             args.out, settings, workers=args.workers, force=args.force, progress_seconds=args.progress_seconds,

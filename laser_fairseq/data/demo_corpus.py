@@ -3,7 +3,7 @@
 16 hand-written sentences, each spoken by 5 espeak-ng voices (80 utterances, 16 kHz FLAC), split by sentence
 into train (13 sentences) and valid (the last 3), manifests rooted at ``audio`` relative to their folder, with
 ``.wrd .ltr .sent .voice`` side files, ``dict.ltr.txt``, ``voices.tsv`` and a generated ``README.md``.
-Regenerate it with ``laser-make-demo-corpus --force`` (or ``python scripts/make_demo_corpus.py --force``).
+Regenerate it with ``python scripts/make_synthetic_corpus.py --preset demo --out manifests/demo --force``.
 """
 
 from typing import Dict, List
@@ -108,11 +108,11 @@ The demo preset of the synthetic corpus tool (`laser_fairseq/data/demo_corpus.py
 
 <!-- run: syntax -->
 ```bash
-python scripts/make_demo_corpus.py --force
+python scripts/make_synthetic_corpus.py --preset demo --out manifests/demo --force
 ```
 
 Output is byte-identical for the same libespeak-ng / torchaudio / libsndfile
-versions. See `python scripts/make_demo_corpus.py --help` for options.
+versions. See `python scripts/make_synthetic_corpus.py --help` for options.
 """
 
 
@@ -124,3 +124,6 @@ DEMO_PRESET = Preset(
     side_files=DEMO_SIDE_FILES,
     readme=demo_readme,
 )
+
+# Every named preset of the synthetic corpus tool (``make_synthetic_corpus --preset NAME``).
+PRESETS = {DEMO_PRESET.name: DEMO_PRESET}

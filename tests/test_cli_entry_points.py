@@ -20,7 +20,7 @@ def console_commands() -> dict:
 
 # Console commands whose front doors other branches of issue 26 move into laser_fairseq/cli; each is an
 # expected failure (strict: once its module lands the test passes, and its name must leave this set).
-PENDING = {"laser-evaluate-laser", "laser-analyze-layers", "laser-superb-pr", "laser-abx", "laser-gpu-check"}
+PENDING = {"laser-evaluate-laser", "laser-analyze-layers", "laser-superb-pr", "laser-abx"}
 
 
 def target_problem(command: str, target: str):

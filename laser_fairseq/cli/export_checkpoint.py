@@ -72,3 +72,7 @@ def main(argv=None):
     except CheckpointError as error:
         sys.exit(f"error: {error}")
     print(report.summary())
+
+
+if __name__ == "__main__":
+    main()

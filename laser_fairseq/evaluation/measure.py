@@ -20,7 +20,7 @@ from ..analysis.features import make_perturber
 from ..analysis.layerwise import analyze_upstream
 from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
 from ..analysis.utterances import load_utterances
-from ..export import sha256_of
+from ..files import sha256_of
 from ..models.trained_upstream import open_upstream
 from .runs import write_json_atomic
 

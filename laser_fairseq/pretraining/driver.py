@@ -24,9 +24,8 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..data.manifest import read_manifest
-from ..export import sha256_of
+from ..files import sha256_of, write_json, write_text
 from . import cluster_quality, features, kmeans, report, run_data, training
-from ..files import write_json, write_text
 from .layer_analysis import ANALYSIS_JSON, LAYERS_CSV, LAYERS_MD, analyze_checkpoint, write_random_model
 from .schedule import LAYER, PREVIOUS, Iteration, Schedule
 from .stamps import RESUME, RUN, SKIP, Stage, StageBook, StageError, run_id_of

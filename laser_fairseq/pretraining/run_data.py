@@ -13,8 +13,7 @@ import os
 from typing import Dict, Iterable, List
 
 from ..data.manifest import absolute_manifest_text, read_manifest
-from ..export import sha256_of
-from ..files import write_text
+from ..files import sha256_of, write_text
 
 REQUIRED_SPLITS = ("train", "valid")
 SIDE_EXTENSIONS = ("phn", "voice", "sent", "wrd", "ltr")

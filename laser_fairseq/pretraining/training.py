@@ -25,7 +25,7 @@ import torch
 
 from ..checkpoint_io import load_checkpoint, write_checkpoint
 from ..checkpoint_recovery import LAST, ensure_resumable
-from ..export import genuine_hubert_cfg
+from ..export.formats import genuine_hubert_cfg
 from ..hydra_command import hydra_train_command, override_arguments
 from ..models.hubert_checkpoint import PRETRAINING_HEAD
 from .schedule import REPO, Iteration

@@ -3,6 +3,7 @@
 before they shared the builder; override values parse back in hydra's own grammar."""
 
 import os
+import sys
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -27,7 +28,7 @@ HEAD = [fairseq_hydra_train(), "--config-dir"]
 def test_user_dir_is_this_package_and_the_executable_is_this_environments():
     assert USER_DIR == os.path.join(REPO, "laser_fairseq")
     assert os.path.isfile(os.path.join(USER_DIR, "criterions", "laser_criterion.py"))
-    assert fairseq_hydra_train() == os.path.join(os.path.dirname(os.sys.executable), "fairseq-hydra-train")
+    assert fairseq_hydra_train() == os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 
 
 def test_effect_table_run_command_is_pinned():

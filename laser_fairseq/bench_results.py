@@ -21,7 +21,8 @@ import sys
 from importlib import metadata
 from typing import Any, Optional
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .checkout import REPO
+
 COMMITTED_FOLDER = os.path.join(REPO, "benchmarks", "results")
 PACKAGES = ("torch", "torchaudio", "numpy", "numba", "triton", "fairseq-fixed", "fairseq", "pysdtw", "tslearn")
 

@@ -25,9 +25,9 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from .checkout import REPO
 from .hydra_command import hydra_train_command, run_folder_overrides
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_UPSTREAM = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
 DEMO_CORPUS = os.path.join(REPO, "outputs", "demo", "corpus")
 DEMO_MANIFESTS = os.path.join(REPO, "manifests", "demo")  # the committed demo corpus (data/demo_corpus.py)

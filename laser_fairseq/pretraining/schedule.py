@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..checkout import REPO
+
 CONFIG_DIR = os.path.join(REPO, "examples", "hubert_pretraining", "config")
 
 MFCC = "mfcc"

@@ -23,12 +23,13 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from ..checkout import REPO
 from ..checkpoint_io import load_checkpoint, write_checkpoint
 from ..checkpoint_recovery import LAST, ensure_resumable
 from ..export.formats import genuine_hubert_cfg
 from ..hydra_command import hydra_train_command, override_arguments
 from ..models.hubert_checkpoint import PRETRAINING_HEAD
-from .schedule import REPO, Iteration
+from .schedule import Iteration
 
 
 class TrainingError(RuntimeError):

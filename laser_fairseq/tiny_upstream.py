@@ -10,7 +10,6 @@ Used by the demo and the tests; nothing here is a "test mode" of the loading cod
 """
 
 import os
-import shutil
 from typing import Any, Optional
 
 import torch
@@ -24,7 +23,7 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPret
 from omegaconf import OmegaConf
 
 from .checkpoint_io import write_checkpoint
-from .files import atomic_path
+from .files import atomic_directory
 from .models.wavlm import WavLMConfig, WavLMEncoder
 
 
@@ -216,11 +215,9 @@ def save_tiny_hf_directory(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=layer_norm_first,
         return_attention_mask=layer_norm_first,
     )
-    with atomic_path(path) as temporary:
+    with atomic_directory(path) as temporary:  # an existing directory is replaced only by a complete one
         model.save_pretrained(temporary)
         extractor.save_pretrained(temporary)
-        if os.path.exists(path):
-            shutil.rmtree(path)
 
 
 def _randomise_hf(model: torch.nn.Module, seed: int):

@@ -16,6 +16,11 @@ from laser_fairseq.models.hubert_resumable import HubertResumableModel
 from laser_fairseq.tiny_upstream import make_tiny_hubert
 
 
+def allowed() -> set:
+    """torch's process-wide weights-only allow-list (a set: get_safe_globals lists it in no fixed order)."""
+    return set(torch.serialization.get_safe_globals())
+
+
 def build(checkpoint):
     """(task, model) as fairseq-hydra-train builds them for ``model._name: hubert_resumable``."""
     cfg = OmegaConf.create(checkpoint["cfg"])
@@ -37,7 +42,7 @@ def saved(tmp_path):
 
 def test_fairseqs_load_after_building_reads_the_dictionary_and_leaves_the_allow_list_as_it_was(saved):
     checkpoint, path = saved
-    before = torch.serialization.get_safe_globals()
+    before = allowed()
     assert Dictionary not in before
     with pytest.raises(pickle.UnpicklingError, match="Dictionary"):
         torch.load(path, map_location="cpu", weights_only=True)
@@ -46,20 +51,20 @@ def test_fairseqs_load_after_building_reads_the_dictionary_and_leaves_the_allow_
     state = torch.load(path, map_location="cpu", weights_only=True)  # what trainer.load_checkpoint does next
     assert isinstance(state["task_state"]["dictionaries"][0], Dictionary)
     model.load_state_dict(state["model"], strict=True)
-    assert torch.serialization.get_safe_globals() == before
+    assert allowed() == before
     with pytest.raises(pickle.UnpicklingError, match="Dictionary"):
         torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_without_a_checkpoint_to_load_the_first_forward_ends_the_allow_list(saved):
     checkpoint, _ = saved
-    before = torch.serialization.get_safe_globals()
+    before = allowed()
     _, model = build(checkpoint)
-    assert Dictionary in torch.serialization.get_safe_globals()
+    assert Dictionary in allowed()
     model.eval()
     with torch.no_grad():
         model(torch.randn(1, 4000), mask=False, features_only=True)
-    assert torch.serialization.get_safe_globals() == before
+    assert allowed() == before
 
 
 def test_a_dictionary_the_caller_allowed_stays_allowed(saved):
@@ -67,10 +72,10 @@ def test_a_dictionary_the_caller_allowed_stays_allowed(saved):
     outside = torch.serialization.get_safe_globals()
     torch.serialization.add_safe_globals([Dictionary])
     try:
-        before = torch.serialization.get_safe_globals()
+        before = allowed()
         _, model = build(checkpoint)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-        assert torch.serialization.get_safe_globals() == before
+        assert allowed() == before
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(outside)

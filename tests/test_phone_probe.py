@@ -538,7 +538,7 @@ def labelled_demo(tmp_path_factory):
 
 
 def test_cli_reports_the_phone_probe_per_layer_beside_the_other_measures(labelled_demo, tmp_path, capsys):
-    import analyze_layers
+    from laser_fairseq.cli import analyze_layers
 
     corpus, out = labelled_demo["corpus"], tmp_path / "report"
     analyze_layers.main([
@@ -579,7 +579,7 @@ def test_cli_reports_the_phone_probe_per_layer_beside_the_other_measures(labelle
 
 
 def test_cli_refuses_labels_that_do_not_match_the_frames(labelled_demo, tmp_path):
-    import analyze_layers
+    from laser_fairseq.cli import analyze_layers
 
     corpus = tmp_path / "c"
     shutil.copytree(labelled_demo["corpus"], corpus)

@@ -109,10 +109,8 @@ def test_a_finished_out_of_another_upstream_is_refused_and_kept(finished, corpus
 
 
 def test_bad_inputs_name_the_file_and_the_fix(tmp_path, upstream, corpus):
-    script = os.path.join(REPO, "scripts", "superb_pr.py")
-    spec = __import__("importlib.util").util.spec_from_file_location("superb_pr_cli", script)
-    cli = __import__("importlib.util").util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from laser_fairseq.cli import superb_pr as cli
+
     not_a_model = tmp_path / "notes.pt"
     not_a_model.write_text("not a checkpoint")
     with pytest.raises(SystemExit, match=f"cannot load the upstream: {not_a_model}"):
@@ -122,7 +120,32 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, upstream, corpus):
         cli.main(["--upstream", upstream, "--data", no_phones, "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="neither a synthetic corpus"):
         cli.main(["--upstream", upstream, "--data", str(tmp_path), "--out", str(tmp_path / "c")])
-    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+    with pytest.raises(SystemExit, match=r"unseen\.tsv: missing"):
+        cli.main(["--upstream", upstream, "--data", corpus, "--out", str(tmp_path / "d"), "--test-splits", "unseen"])
+    assert not any(os.path.exists(tmp_path / name) for name in "abd")
+
+
+def test_a_finished_run_is_tested_on_another_split_without_training_again(finished, corpus, upstream, tmp_path,
+                                                                          caplog):
+    """The probe trained for one split serves another (the effect table's two eval splits): s3prl's test stage
+    only; the first split's numbers and the trained checkpoints are kept; asking again does nothing."""
+    out = str(tmp_path / "two_splits")
+    shutil.copytree(finished[0], out)
+    train_dir = os.path.join(out, "s3prl", "train")
+    trained = {name: os.stat(os.path.join(train_dir, name)).st_mtime_ns for name in os.listdir(train_dir)}
+    caplog.set_level("INFO")
+    result = run_superb_pr(upstream, corpus, out, test_splits=["test", "valid"], **SMALL)
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("Train Model" in message for message in messages)
+    assert any("Test model on" in message and "corpus_valid.csv" in message for message in messages)
+    assert not any("Test model on" in message and "corpus_test.csv" in message for message in messages)
+    assert {name: os.stat(os.path.join(train_dir, name)).st_mtime_ns for name in os.listdir(train_dir)} == trained
+    assert result["test"]["corpus_test"] == finished[1]["test"]["corpus_test"] == result["per"]
+    # the valid split tested by s3prl's test stage: the same PER its training-time validation logged there
+    assert result["test"]["corpus_valid"] == pytest.approx(result["valid_per"])
+    caplog.clear()
+    assert run_superb_pr(upstream, corpus, out, test_splits=["valid"], **SMALL) == result
+    assert not any("Stage" in record.getMessage() for record in caplog.records)
 
 
 PATCHES_NEEDED = textwrap.dedent("""

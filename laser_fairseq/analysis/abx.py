@@ -116,18 +116,27 @@ def input_frames(waveform: torch.Tensor) -> List[np.ndarray]:
 
 
 def encode_split(upstream: Optional[BlockwiseUpstream], split: AbxSplit, device: str = "cpu",
-                 progress: Optional[Progress] = None) -> Dict[str, Dict[str, torch.Tensor]]:
-    """{feature name: {#file: (T, C) float32 tensor}} for every layer of ``upstream`` (none if None) and the
-    inputs; every utterance's frame count is checked against its labels."""
-    names = (layer_names(upstream.num_layers) if upstream is not None else []) + list(INPUT_NAMES)
+                 progress: Optional[Progress] = None, layers: Optional[Sequence[str]] = None,
+                 inputs: bool = True) -> Dict[str, Dict[str, torch.Tensor]]:
+    """{feature name: {#file: (T, C) float32 tensor}} for the ``layers`` of ``upstream`` (every layer when None;
+    none without an upstream) and, if ``inputs``, the log-mel and MFCC inputs; every utterance's frame count is
+    checked against its labels."""
+    all_layers = layer_names(upstream.num_layers) if upstream is not None else []
+    unknown = [name for name in layers or () if name not in all_layers]
+    if unknown:
+        raise AbxInputError(f"no layer(s) {unknown} in the upstream: its layers are {all_layers}")
+    wanted = list(all_layers if layers is None else layers)
+    names = wanted + (list(INPUT_NAMES) if inputs else [])
     features: Dict[str, Dict[str, torch.Tensor]] = {name: {} for name in names}
     for done, (utterance, labels) in enumerate(zip(split.utterances, split.labels), start=1):
         waveform = read_audio(utterance.path, SAMPLE_RATE, where=f"{split.manifest_path}:{utterance.line}")
-        frames = (layer_frames(upstream, waveform, device) if upstream is not None else []) + input_frames(waveform)
+        frames = dict(zip(all_layers, layer_frames(upstream, waveform, device))) if wanted else {}
+        if inputs:
+            frames.update(zip(INPUT_NAMES, input_frames(waveform)))
         key = abx_fastabx.file_key(utterance.path, split.root, split.extension)
-        for name, array in zip(names, frames):
-            check_frame_count(labels, len(array), utterance, split.labels_path)
-            features[name][key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        for name in names:
+            check_frame_count(labels, len(frames[name]), utterance, split.labels_path)
+            features[name][key] = torch.from_numpy(np.ascontiguousarray(frames[name], dtype=np.float32))
         if progress is not None:
             progress("encoding utterances", done, len(split.utterances))
     return features
@@ -139,15 +148,19 @@ def score_features(item_path: str, split: AbxSplit, features: Dict[str, torch.Te
     return {mode: 100.0 * error for mode, error in abx_fastabx.triphone_abx(dataset).items()}
 
 
-def abx_of_upstream(upstream: Optional[BlockwiseUpstream], split: AbxSplit, item_path: str, device: str = "cpu",
-                    progress: Optional[Progress] = None) -> dict:
-    """``{"layers": {name: {"within": %, "across": %}}, "inputs": {"log-mel": ..., "mfcc": ...}, "items": counts,
-    "seconds": {...}}``; writes the split's item file to ``item_path`` (the file fastabx reads)."""
+def check_polars_threads():
     if abx_fastabx.polars_threads() != 1:
         raise AbxInputError(
             f"polars runs {abx_fastabx.polars_threads()} threads: fastabx's across-voice subsampling is then not "
             f"reproducible; set POLARS_MAX_THREADS=1 before polars is imported (import laser_fairseq.analysis.abx "
             f"first)")
+
+
+def abx_of_upstream(upstream: Optional[BlockwiseUpstream], split: AbxSplit, item_path: str, device: str = "cpu",
+                    progress: Optional[Progress] = None) -> dict:
+    """``{"layers": {name: {"within": %, "across": %}}, "inputs": {"log-mel": ..., "mfcc": ...}, "items": counts,
+    "seconds": {...}}``; writes the split's item file to ``item_path`` (the file fastabx reads)."""
+    check_polars_threads()
     started = time.monotonic()
     abx_fastabx.write_item_file(item_path, split.items)
     features = encode_split(upstream, split, device, progress)
@@ -182,6 +195,16 @@ def abx_settings() -> dict:
         "polars_threads": abx_fastabx.polars_threads(),
         "unit": "error rate in %, lower is better, chance 50",
     }
+
+
+def abx_of_named_layers(upstream: BlockwiseUpstream, split: AbxSplit, item_path: str, layers: Sequence[str],
+                        device: str = "cpu") -> Dict[str, Dict[str, float]]:
+    """``{layer: {"within": %, "across": %}}`` of the named layers only (no input rows): the effect table's top
+    block and best layer; writes the item file to ``item_path``."""
+    check_polars_threads()
+    abx_fastabx.write_item_file(item_path, split.items)
+    features = encode_split(upstream, split, device, layers=layers, inputs=False)
+    return {name: score_features(item_path, split, per_file) for name, per_file in features.items()}
 
 
 def layer_scores_from_frames(frames_per_layer: Sequence[Dict[str, torch.Tensor]], split: AbxSplit,

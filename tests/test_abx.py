@@ -179,3 +179,21 @@ def test_a_finished_out_of_another_upstream_is_not_overwritten(corpus, results, 
     # the same upstream and split: nothing to do, nothing rewritten
     abx_cli.main(["--upstream", PRETRAINED, "--data", corpus, "--split", "test", "--out", out])
     assert open(os.path.join(out, "abx.json"), encoding="utf-8").read() == before
+
+
+def test_analyze_layers_abx_columns_equal_the_abx_run_on_the_same_split(corpus, results, tmp_path):
+    """analyze_layers --abx scores the frames its analysis encoded: every layer's within / across equals abx.json's
+    for the same upstream and split (the same features, item file and fastabx settings)."""
+    from laser_fairseq.cli import analyze_layers
+
+    out = tmp_path / "layers"
+    analyze_layers.main(["--checkpoint", PRETRAINED, "--manifest", os.path.join(corpus, "test.tsv"), "--out", str(out),
+                         "--probe-train-utterances", "8", "--abx"])
+    with open(out / "summary.json", encoding="utf-8") as handle:
+        layers = {layer["name"]: layer for layer in json.load(handle)["main"]["layers"]}
+    expected = results["pretrained"]["layers"]
+    assert set(layers) == set(expected)
+    for name, scores in expected.items():
+        assert (layers[name]["abx_within"], layers[name]["abx_across"]) == (scores["within"], scores["across"])
+    with open(out / "layers.md", encoding="utf-8") as handle:
+        assert "ABX across" in handle.read()

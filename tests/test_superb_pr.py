@@ -225,3 +225,53 @@ def test_an_upstream_s3prl_has_no_class_for_is_served_by_ours(tmp_path):
     with torch.no_grad():
         states, lengths = upstream(torch.randn(2, 16000), torch.tensor([16000, 8000]))
     assert len(states) == 3 and states[0].shape[:2] == (2, 50) and lengths[0].tolist() == [50, 25]
+
+
+def make_librispeech(root):
+    """LibriSpeech's own layout (SPEAKERS.TXT, <split>/<speaker>/<chapter>/<id>.flac + <speaker>-<chapter>.trans.txt)
+    of demo utterances: train-clean-100 8, dev-clean 2, test-clean 2; and a local lexicon of their words (each
+    word's "phones" = its letters) standing in for s3prl's LibriSpeech lexicon files."""
+    with open(os.path.join(DEMO, "train.tsv")) as handle:
+        names = [line.split("\t")[0] for line in handle.read().splitlines()[1:]]
+    with open(os.path.join(DEMO, "train.wrd")) as handle:
+        texts = handle.read().splitlines()
+    pairs = list(zip(names, texts))[:12]
+    speakers = ["; ID |SEX| SUBSET | MINUTES | NAME"]
+    for number, (split, part) in enumerate((("train-clean-100", pairs[:8]), ("dev-clean", pairs[8:10]),
+                                            ("test-clean", pairs[10:12])), start=1):
+        speaker, chapter = 100 + number, 200 + number
+        folder = os.path.join(root, split, str(speaker), str(chapter))
+        os.makedirs(folder)
+        lines = []
+        for index, (name, text) in enumerate(part):
+            utterance = f"{speaker}-{chapter}-{index:04d}"
+            shutil.copy(os.path.join(DEMO, "audio", name), os.path.join(folder, f"{utterance}.flac"))
+            lines.append(f"{utterance} {text}")
+        with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        speakers.append(f"{speaker} | F | {split} | 1.00 | Reader {number}")
+    with open(os.path.join(root, "SPEAKERS.TXT"), "w") as handle:
+        handle.write("\n".join(speakers) + "\n")
+    words = sorted({word for _, text in pairs for word in text.split()})
+    lexicon = os.path.join(root, "lexicon.txt")
+    with open(lexicon, "w") as handle:
+        handle.write("".join(f"{word}\t{' '.join(word.lower())}\n" for word in words))
+    return str(root), lexicon, dict(pairs)
+
+
+def test_librispeech_layout_goes_through_s3prls_preparation_and_g2p_with_a_local_lexicon(upstream, tmp_path):
+    import pandas as pd
+
+    root, lexicon, _ = make_librispeech(tmp_path / "LibriSpeech")
+    out = str(tmp_path / "run")
+    result = run_superb_pr(upstream, root, out, steps=2, eval_step=1, batch_size=2, lexicon=[lexicon])
+    assert 0.0 <= result["per"] < 5 and list(result["test"]) == ["test-clean"]
+    train = pd.read_csv(os.path.join(out, "s3prl", "train-clean-100.csv"))
+    assert len(train) == 8 and all(train["wav_path"].str.endswith(".flac"))
+    # s3prl's data preparation read the transcripts, and its G2P phonemised them with our lexicon's entries
+    with open(os.path.join(root, "train-clean-100", "101", "201", "101-201.trans.txt")) as handle:
+        text = dict(line.split(" ", 1) for line in handle.read().splitlines())
+    for utterance, phones in zip(train["id"], train["transcription"]):
+        assert phones.split() == [letter for word in text[utterance].split() for letter in word.lower()]
+    with pytest.raises(SuperbPRError, match="lexicon"):
+        run_superb_pr(upstream, root, str(tmp_path / "no_lexicon"), steps=2, eval_step=1, batch_size=2)

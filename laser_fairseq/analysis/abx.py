@@ -209,6 +209,32 @@ def abx_of_named_layers(upstream: BlockwiseUpstream, split: AbxSplit, item_path:
 
 def layer_scores_from_frames(frames_per_layer: Sequence[Dict[str, torch.Tensor]], split: AbxSplit,
                              item_path: str) -> List[Dict[str, float]]:
-    """ABX of per-layer features already computed elsewhere (scripts/analyze_layers.py --abx)."""
+    """ABX of per-layer features already computed elsewhere (analyze_layers --abx)."""
+    check_polars_threads()
     abx_fastabx.write_item_file(item_path, split.items)
     return [score_features(item_path, split, per_file) for per_file in frames_per_layer]
+
+
+class LayerFrameCollector:
+    """Keeps the original frames of every layer of each utterance the layer-wise analysis encodes (its
+    ``each_utterance`` callback), keyed as the split's item file names them: ``per_layer[i][#file]`` = (T, C)."""
+
+    def __init__(self, split: AbxSplit):
+        self.split = split
+        self.per_layer: List[Dict[str, torch.Tensor]] = []
+
+    def __call__(self, item) -> None:
+        if not self.per_layer:
+            self.per_layer = [{} for _ in item.frames]
+        key = abx_fastabx.file_key(item.utterance.path, self.split.root, self.split.extension)
+        for layer, array in zip(self.per_layer, item.frames):
+            layer[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def add_layer_abx(layers: Sequence, collector: LayerFrameCollector, item_path: str) -> None:
+    """Sets ``abx_within`` / ``abx_across`` (%) on each LayerResult from the collected frames of its layer."""
+    if len(collector.per_layer) != len(layers):
+        raise AbxInputError(f"{collector.split.manifest_path}: frames of {len(collector.per_layer)} layers were "
+                            f"collected for {len(layers)} layers; no utterance was encoded?")
+    for layer, scores in zip(layers, layer_scores_from_frames(collector.per_layer, collector.split, item_path)):
+        layer.abx_within, layer.abx_across = scores["within"], scores["across"]

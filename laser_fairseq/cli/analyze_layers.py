@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from ..analysis import report
+from ..analysis import abx, report
 from ..analysis.features import DEFAULT_PITCH_SHIFTS, DEFAULT_SPEED_FACTORS, make_perturber
 from ..analysis.layerwise import analyze_upstream
 from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
@@ -66,6 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--probe-train-utterances", type=int, default=DEFAULT_PROBE_TRAIN_UTTERANCES,
                         help=f"train the phone probe on at most N utterances, evenly spaced over the training "
                              f"manifest (default {DEFAULT_PROBE_TRAIN_UTTERANCES})")
+    parser.add_argument("--abx", action="store_true",
+                        help="also fastabx triphone ABX within / across voices of every layer (the manifest must be "
+                             "CORPUS/SPLIT.tsv with SPLIT.phn, SPLIT.voice and dict.phn.txt, see docs/abx.md); the "
+                             "item file is written to --out")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
     if args.max_utterances is not None and args.max_utterances < 1:
@@ -124,15 +128,22 @@ def describe(opened: OpenedUpstream) -> str:
     )
 
 
-def analyze(path: str, label: str, args, utterance_set, perturber, phones) -> report.LabelledAnalysis:
+def analyze(path: str, label: str, args, utterance_set, perturber, phones, abx_split=None,
+            out_dir: str = "") -> report.LabelledAnalysis:
     sys.stderr.write(f"[{label}] opening {path}\n")
     opened = open_upstream(path, args.upstream)
     upstream = opened.upstream.to(args.device).eval()
     phone_labels, phone_labels_missing = phones
+    collector = abx.LayerFrameCollector(abx_split) if abx_split is not None else None
     analysis = analyze_upstream(
         upstream, utterance_set, perturber, args.seed, args.device, progress=StderrProgress(label),
-        phone_labels=phone_labels, phone_labels_missing=phone_labels_missing,
+        phone_labels=phone_labels, phone_labels_missing=phone_labels_missing, each_utterance=collector,
     )
+    if collector is not None:
+        sys.stderr.write(f"[{label}] ABX of {len(analysis.layers)} layers (fastabx)\n")
+        os.makedirs(out_dir, exist_ok=True)
+        split_name = os.path.splitext(os.path.basename(args.manifest))[0]
+        abx.add_layer_abx(analysis.layers, collector, os.path.join(out_dir, f"{split_name}.item"))
     return report.LabelledAnalysis(f"{label}: {checkpoint_name(path)}", path, describe(opened), analysis)
 
 
@@ -152,8 +163,13 @@ def main(argv=None):
             utterance_set, args.phone_labels, args.phone_dict, args.probe_train_manifest, args.probe_train_labels,
             args.probe_train_utterances,
         )
-        main_analysis = analyze(args.checkpoint, "A", args, utterance_set, perturber, phones)
-        compare = analyze(args.compare, "B", args, utterance_set, perturber, phones) if args.compare else None
+        abx_split = None
+        if args.abx:
+            corpus, split_name = os.path.split(os.path.abspath(args.manifest))
+            abx_split = abx.load_abx_split(corpus, os.path.splitext(split_name)[0], args.max_utterances)
+        main_analysis = analyze(args.checkpoint, "A", args, utterance_set, perturber, phones, abx_split, out_dir)
+        compare = (analyze(args.compare, "B", args, utterance_set, perturber, phones, abx_split, out_dir)
+                   if args.compare else None)
     except (CheckpointError, ManifestError, AudioError, FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     settings = {
@@ -170,6 +186,7 @@ def main(argv=None):
         "pitch_shifts": args.pitch_shifts,
         "phone_labels": phones[0].test.labels_path if phones[0] is not None else None,
         "probe_train_utterances": args.probe_train_utterances,
+        "abx": abx.abx_settings() if args.abx else None,
     }
     write_outputs(files, main_analysis, compare, settings)
     print(report.markdown_report(main_analysis, compare, settings))

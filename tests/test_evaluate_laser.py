@@ -193,6 +193,15 @@ def test_end_to_end_trains_measures_tabulates_and_resumes_adding_the_yardsticks(
         markdown = handle.read()
     assert "SUPERB-PR PER rel. to upstream" in markdown and "ABX across % (top)" in markdown
 
+    # --measure-only: a second seed that never trained is left out and named, nothing is trained
+    third = run_main(capsys, *arguments, "--seeds", "2", "--measure-only", "--no-superb-pr")
+    assert "training (" not in third and "idm_only/lr0.0003-u3/seed2] not trained: left out" in third
+    assert not os.path.exists(os.path.join(out, "runs", "idm_only", "lr0.0003-u3", "seed2"))
+    with open(os.path.join(out, "results.json")) as handle:
+        table_file = json.load(handle)
+    assert table_file["not_trained"] == ["idm_only/lr0.0003-u3/seed2"]
+    assert {(r["variant"], r["seed"]) for r in table_file["records"]} == {("idm_only", 1), ("upstream", 0)}
+
 
 def test_a_finished_out_of_another_upstream_is_refused_and_left_as_it_is(corpus_and_upstream, tmp_path):
     corpus, upstream = corpus_and_upstream

@@ -75,6 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--superb-pr-steps", type=int, help="SUPERB-PR step budget (default: the preset's)")
     parser.add_argument("--no-superb-pr", action="store_true", help="skip the SUPERB-PR columns (quick runs)")
     parser.add_argument("--no-abx", action="store_true", help="skip the ABX columns (quick runs)")
+    parser.add_argument("--measure-only", action="store_true",
+                        help="train nothing: tabulate the runs that finished (the others are listed as left out)")
     args = parser.parse_args(argv)
     if (args.grid_lr is None) != (args.grid_max_update is None):
         parser.error("--grid-lr and --grid-max-update go together")
@@ -129,7 +131,7 @@ def main(argv=None):
         yardsticks=YardstickSettings(superb_pr=not args.no_superb_pr, superb_pr_preset=args.superb_pr_preset,
                                      superb_pr_steps=args.superb_pr_steps, abx=not args.no_abx,
                                      abx_max_utterances=args.max_eval_utterances, device=args.device),
-        command=command,
+        command=command, measure_only=args.measure_only,
     )
     try:
         run_study(options)

@@ -12,7 +12,8 @@ from ..files import write_json, write_text
 from . import table
 
 
-def header(options, stem: str, reported_split: str, records: Sequence[dict], chosen: Optional[str]) -> list:
+def header(options, stem: str, reported_split: str, records: Sequence[dict], chosen: Optional[str],
+           missing: Sequence[str] = ()) -> list:
     """The markdown lines above the tables: what was measured where, by which command, and how to read it."""
     sweep = stem == "sweep"
     lines = [f"# {'Sweep (selection split only)' if sweep else 'LASER vs its ablations'}", "",
@@ -31,6 +32,8 @@ def header(options, stem: str, reported_split: str, records: Sequence[dict], cho
     if not sweep and any(r.get("abx_within_top") is not None for r in records):
         lines.append("- ABX: fastabx triphone ABX error (%, chance 50) within / across voices of the top layer and "
                      f"of the best layer, on `{reported_split}`")
+    if missing:
+        lines.append(f"- not trained, left out of this table (--measure-only): {', '.join(missing)}")
     chances = {key: value for key, value in records[0].items() if key.endswith("_chance") and value is not None}
     if chances:
         lines.append("- chance levels: " + ", ".join(f"{key} {value:.3f}" for key, value in chances.items()))
@@ -40,17 +43,19 @@ def header(options, stem: str, reported_split: str, records: Sequence[dict], cho
     return lines
 
 
-def write_results(options, records: Sequence[dict], stem: str, reported_split: str, chosen: Optional[str] = None):
+def write_results(options, records: Sequence[dict], stem: str, reported_split: str, chosen: Optional[str] = None,
+                  missing: Sequence[str] = ()):
     """Writes the four files of ``stem`` to ``options.out`` (each whole, then renamed) and prints the markdown."""
     columns = [column for column in table.COLUMNS if any(r.get(column.key) is not None for r in records)]
     paths = {ext: os.path.join(options.out, f"{stem}.{ext}") for ext in ("md", "csv", "png")}
-    lines = header(options, stem, reported_split, records, chosen)
+    lines = header(options, stem, reported_split, records, chosen, missing)
     lines += [table.markdown_table(records, columns), "", "## Per seed", "", table.per_seed_table(records, columns),
               ""]
     write_text(paths["md"], "\n".join(lines))
     table.write_csv(paths["csv"], records)
     table.plot(paths["png"], records, columns)
-    write_json(os.path.join(options.out, f"{stem}.json"), {"records": list(records), "chosen": chosen})
+    write_json(os.path.join(options.out, f"{stem}.json"), {"records": list(records), "chosen": chosen,
+                                                          "not_trained": list(missing)})
     print("\n".join(lines))
     for path in paths.values():
         print(f"wrote {path}")

@@ -20,7 +20,7 @@ from . import records as rows
 from . import table
 from .measure import EvalSettings, evaluate
 from .results import write_results
-from .runs import Run, RunError, TrainingSettings, train
+from .runs import Run, RunError, TrainingSettings, finished, train
 from .s3prl_upstream import sha256
 from .variants import Variant
 from .yardsticks import YardstickSettings, abx_of_layers, superb_per
@@ -52,6 +52,7 @@ class StudyOptions:
     eval_settings: EvalSettings = field(default_factory=EvalSettings)
     yardsticks: YardstickSettings = field(default_factory=YardstickSettings)
     command: str = ""  # the command line, for the results' header
+    measure_only: bool = False  # train nothing: runs that have not finished are left out of the table (listed)
 
 
 def log(message: str):
@@ -124,8 +125,12 @@ def yardstick_columns(run: Run, options: StudyOptions, entry: dict) -> dict:
 
 def run_table(options: StudyOptions) -> List[dict]:
     settings = training_settings(options, options.lr, options.max_update)
-    entries = []
+    entries, missing = [], []
     for run in runs_for(options.variants, options.seeds, settings, upstream_seeds=options.yardsticks.superb_pr):
+        if run.variant.trains and options.measure_only and finished(run, options.out) is None:
+            log(f"[{run.key}] not trained: left out (--measure-only)")
+            missing.append(run.key)
+            continue
         if run.variant.trains:
             train(run, options.out, log)
         name = run.key if run.variant.trains else "upstream"
@@ -137,7 +142,8 @@ def run_table(options: StudyOptions) -> List[dict]:
         entries.append(yardstick_columns(run, options, entry))
     if options.yardsticks.superb_pr:
         rows.add_relative_per(entries)
-    write_results(options, entries, results_stem(options.eval_split), reported_split=options.eval_split)
+    write_results(options, entries, results_stem(options.eval_split), reported_split=options.eval_split,
+                  missing=missing)
     return entries
 
 

@@ -1,4 +1,4 @@
-"""scripts/abx.py and laser_fairseq.analysis.abx / abx_fastabx: ABX through fastabx on a small synthetic corpus.
+"""laser-abx (laser_fairseq.cli.abx, scripts/abx.py) and laser_fairseq.analysis.abx / abx_run / abx_fastabx: ABX through fastabx on a small synthetic corpus.
 
 The corpus (20 sentences x 8 voices, test split 6 sentences = 48 utterances) is synthesised once; the committed
 tiny pretrained HuBERT and a random model of the same shape (scripts/make_tiny_upstream.py --like) are each
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from laser_fairseq.analysis import abx, abx_fastabx
+from laser_fairseq.cli import abx as abx_cli
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,11 +47,10 @@ def random_upstream(tmp_path_factory):
 @pytest.fixture(scope="module")
 def results(corpus, random_upstream, tmp_path_factory):
     """abx.json of the pretrained and the random model on the test split, written by scripts/abx.py."""
-    script = load_script("abx")
     found = {}
     for name, upstream in (("pretrained", PRETRAINED), ("random", random_upstream)):
         out = str(tmp_path_factory.mktemp(f"abx_{name}"))
-        script.main(["--upstream", upstream, "--data", corpus, "--split", "test", "--out", out])
+        abx_cli.main(["--upstream", upstream, "--data", corpus, "--split", "test", "--out", out])
         with open(os.path.join(out, "abx.json"), encoding="utf-8") as handle:
             found[name] = dict(json.load(handle), out=out)
     return found
@@ -142,7 +142,7 @@ def test_one_layer_equals_fastabx_zerospeech_abx_called_directly(corpus, results
 
 def run_error(argv, capsys=None):
     with pytest.raises(SystemExit) as stopped:
-        load_script("abx").main(argv)
+        abx_cli.main(argv)
     return str(stopped.value.code)
 
 
@@ -177,5 +177,23 @@ def test_a_finished_out_of_another_upstream_is_not_overwritten(corpus, results, 
     assert "a finished ABX run of another upstream or split" in message and "not overwritten" in message
     assert open(os.path.join(out, "abx.json"), encoding="utf-8").read() == before
     # the same upstream and split: nothing to do, nothing rewritten
-    load_script("abx").main(["--upstream", PRETRAINED, "--data", corpus, "--split", "test", "--out", out])
+    abx_cli.main(["--upstream", PRETRAINED, "--data", corpus, "--split", "test", "--out", out])
     assert open(os.path.join(out, "abx.json"), encoding="utf-8").read() == before
+
+
+def test_analyze_layers_abx_columns_equal_the_abx_run_on_the_same_split(corpus, results, tmp_path):
+    """analyze_layers --abx scores the frames its analysis encoded: every layer's within / across equals abx.json's
+    for the same upstream and split (the same features, item file and fastabx settings)."""
+    from laser_fairseq.cli import analyze_layers
+
+    out = tmp_path / "layers"
+    analyze_layers.main(["--checkpoint", PRETRAINED, "--manifest", os.path.join(corpus, "test.tsv"), "--out", str(out),
+                         "--probe-train-utterances", "8", "--abx"])
+    with open(out / "summary.json", encoding="utf-8") as handle:
+        layers = {layer["name"]: layer for layer in json.load(handle)["main"]["layers"]}
+    expected = results["pretrained"]["layers"]
+    assert set(layers) == set(expected)
+    for name, scores in expected.items():
+        assert (layers[name]["abx_within"], layers[name]["abx_across"]) == (scores["within"], scores["across"])
+    with open(out / "layers.md", encoding="utf-8") as handle:
+        assert "ABX across" in handle.read()

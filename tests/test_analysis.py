@@ -11,7 +11,6 @@ import csv
 import itertools
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_TRAIN = os.path.join(REPO, "manifests", "demo", "train.tsv")
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +279,7 @@ def read_rows(path):
 
 
 def test_cli_compares_an_upstream_with_its_laser_checkpoint_end_to_end(tiny_checkpoints, tmp_path, capsys):
-    import analyze_layers
+    from laser_fairseq.cli import analyze_layers
 
     out = tmp_path / "report"
     argv = [
@@ -317,7 +315,7 @@ def test_cli_compares_an_upstream_with_its_laser_checkpoint_end_to_end(tiny_chec
 
 
 def test_cli_reports_label_measures_as_not_available_without_side_files(tiny_checkpoints, tmp_path, capsys):
-    import analyze_layers
+    from laser_fairseq.cli import analyze_layers
 
     manifest = tmp_path / "nolabels.tsv"
     with open(DEMO_TRAIN, encoding="utf-8") as handle:

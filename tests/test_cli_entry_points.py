@@ -8,7 +8,6 @@ import inspect
 import os
 import tomllib
 
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,11 +15,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def console_commands() -> dict:
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
         return tomllib.load(handle)["project"]["scripts"]
-
-
-# Console commands whose front doors other branches of issue 26 move into laser_fairseq/cli; each is an
-# expected failure (strict: once its module lands the test passes, and its name must leave this set).
-PENDING = {"laser-evaluate-laser", "laser-analyze-layers", "laser-superb-pr", "laser-abx"}
 
 
 def target_problem(command: str, target: str):
@@ -39,17 +33,9 @@ def target_problem(command: str, target: str):
 
 
 def test_every_console_command_target_imports():
-    problems = [target_problem(command, target) for command, target in sorted(console_commands().items())
-                if command not in PENDING]
+    problems = [target_problem(command, target) for command, target in sorted(console_commands().items())]
     problems = [problem for problem in problems if problem]
     assert not problems, "missing or broken console command targets:\n" + "\n".join(problems)
-
-
-@pytest.mark.parametrize("command", sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="its front door moves into laser_fairseq/cli in another branch of issue 26")
-def test_a_pending_console_command_target_imports(command):
-    problem = target_problem(command, console_commands()[command])
-    assert problem is None, problem
 
 
 def test_console_commands_are_named_after_their_module():

@@ -1,9 +1,8 @@
-"""scripts/evaluate_laser.py: variants, resumable runs, the selection split, the table; one real end-to-end run."""
+"""The LASER effect study (laser_fairseq.evaluation.study, laser-evaluate-laser): variants, resumable runs, the
+selection split, the table, the yardstick columns (SUPERB-PR, ABX); one real end-to-end run."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,18 +12,16 @@ from laser_fairseq.analysis.collapse import effective_rank, mean_pairwise_cosine
 from laser_fairseq.analysis.utterances import load_utterances
 from laser_fairseq.data.audio import read_audio
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
+from laser_fairseq.cli import evaluate_laser
+from laser_fairseq.evaluation import records as rows
 from laser_fairseq.evaluation import table
 from laser_fairseq.evaluation.measure import EvalSettings, measure
 from laser_fairseq.evaluation.runs import Run, RunError, TrainingSettings, finished, training_command
+from laser_fairseq.evaluation.study import STAMP, results_stem
 from laser_fairseq.evaluation.variants import VARIANTS, parse_variants
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "evaluate_laser.py")
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-import evaluate_laser  # noqa: E402
 
 
 def settings(**changes):
@@ -83,7 +80,7 @@ def measures(values_by_layer, top):
 def test_the_best_layer_is_chosen_on_the_selection_split_and_reported_on_the_other():
     selection = measures({"block1": 0.9, "block2": 0.5, "block3": 0.6}, "block3")
     reported = measures({"block1": 0.4, "block2": 0.8, "block3": 0.7}, "block3")
-    entry = evaluate_laser.record(Run(VARIANTS["laser"], 1, settings()), reported, selection)
+    entry = rows.record("laser", 1, 3e-4, 360, reported, selection)
     assert entry["best_layer_on_select"] == "block1"
     assert entry["phone_acc_best"] == 0.4  # block1's value on the reported split, not the reported maximum
     assert entry["phone_acc_top"] == 0.7 and entry["phone_per_top"] == pytest.approx(0.3)
@@ -132,42 +129,116 @@ def test_collapse_indicators_are_measured_on_the_analysis_encodings(corpus_and_u
     assert all("mean_cosine" not in v for name, v in result["layers"].items() if name != result["top_layer"])
 
 
-def run_script(*arguments, cwd=REPO):
-    result = subprocess.run([sys.executable, SCRIPT, *arguments], cwd=cwd, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+def run_main(capsys, *arguments) -> str:
+    evaluate_laser.main(list(arguments))
+    return capsys.readouterr().out
 
 
-def test_end_to_end_trains_measures_tabulates_and_resumes(corpus_and_upstream, tmp_path):
+def read_records(path):
+    with open(path) as handle:
+        return {(r["variant"], r["seed"]): r for r in json.load(handle)["records"]}
+
+
+def test_end_to_end_trains_measures_tabulates_and_resumes_adding_the_yardsticks(
+        corpus_and_upstream, tmp_path, monkeypatch, capsys):
     corpus, upstream = corpus_and_upstream
+    monkeypatch.chdir(tmp_path)
     out = str(tmp_path / "effect")
-    # a relative --out (fairseq-hydra-train runs in its own folder: the script must hand it absolute paths)
+    # a relative --out (fairseq-hydra-train runs in its own folder: the study must hand it absolute paths)
     arguments = ["--upstream", upstream, "--data", corpus, "--out", "effect", "--variants", "idm_only", "upstream",
                  "--seeds", "1", "--max-update", "3", "--probe-train-utterances", "12",
                  "--override", "checkpoint.save_interval_updates=3"]
-    first = run_script(*arguments, cwd=str(tmp_path))
+    first = run_main(capsys, *arguments, "--no-superb-pr", "--no-abx")
     assert "training (3 updates)" in first
-    with open(os.path.join(out, "results.json")) as handle:
-        records = {r["variant"]: r for r in json.load(handle)["records"]}
-    assert set(records) == {"idm_only", "upstream"}
+    records = read_records(os.path.join(out, "results.json"))
+    assert set(records) == {("idm_only", 1), ("upstream", 0)}
     for record in records.values():
         assert 0.0 < record["phone_acc_top"] <= 1.0 and record["retrieval_map_top"] > 0
         assert record["top_layer"] == "block4" and record["mean_cosine_top"] is not None
+        assert "superb_per" not in record and "abx_within_top" not in record
     # the LASER run changed the top layer, the upstream row is the unchanged model
-    assert records["idm_only"]["mean_cosine_top"] != records["upstream"]["mean_cosine_top"]
-    for name in ("results.md", "results.csv", "results.png", "commands.sh"):
+    assert records[("idm_only", 1)]["mean_cosine_top"] != records[("upstream", 0)]["mean_cosine_top"]
+    for name in ("results.md", "results.csv", "results.png", "commands.sh", STAMP):
         assert os.path.getsize(os.path.join(out, name)) > 0
     with open(os.path.join(out, "commands.sh")) as handle:
         commands = handle.read()
     assert commands.count("fairseq-hydra-train") == 1 and "criterion.sdtw_weight=0.0" in commands
+    checkpoint = os.path.join(out, "runs", "idm_only", "lr0.0003-u3", "seed1", "checkpoints", "checkpoint_last.pt")
+    trained_at = os.stat(checkpoint).st_mtime_ns
 
-    second = run_script(*arguments, cwd=str(tmp_path))
+    # the finished --out again, now with the yardsticks: nothing is trained, the new columns are measured
+    second = run_main(capsys, *arguments, "--superb-pr-steps", "2")
     assert "finished earlier" in second and "training (" not in second
     with open(os.path.join(out, "commands.sh")) as handle:
         assert handle.read() == commands
+    assert os.stat(checkpoint).st_mtime_ns == trained_at
+    first_records, records = records, read_records(os.path.join(out, "results.json"))
+    assert set(records) == {("idm_only", 1), ("upstream", 1)}  # the upstream: once per probe seed
+    laser, up = records[("idm_only", 1)], records[("upstream", 1)]
+    for record in (laser, up):
+        assert 0.0 < record["superb_per"] < 5.0
+        for key in ("abx_within_top", "abx_across_top", "abx_within_best", "abx_across_best"):
+            assert 0.0 <= record[key] <= 100.0
+    assert laser["superb_per_rel"] == (laser["superb_per"] - up["superb_per"]) / up["superb_per"]
+    assert up["superb_per_rel"] == 0.0
+    # the probe of each model really ran s3prl's recipe with its seed, on its own model
+    result = json.load(open(os.path.join(out, "measures", "idm_only", "lr0.0003-u3", "seed1", "superb_pr", "seed1",
+                                         "result.json")))
+    assert result["steps"] == 2 and result["seed"] == 1 and result["upstream"] == checkpoint
+    assert result["test"]["corpus_test"] == laser["superb_per"]
+    # the upstream row's measures are the upstream's (the same probe-free numbers as the first table)
+    assert up["phone_acc_top"] == first_records[("upstream", 0)]["phone_acc_top"]
+    assert laser["phone_acc_top"] == first_records[("idm_only", 1)]["phone_acc_top"]
+    with open(os.path.join(out, "results.md")) as handle:
+        markdown = handle.read()
+    assert "SUPERB-PR PER rel. to upstream" in markdown and "ABX across % (top)" in markdown
+
+    # --measure-only: a second seed that never trained is left out and named, nothing is trained
+    third = run_main(capsys, *arguments, "--seeds", "2", "--measure-only", "--no-superb-pr")
+    assert "training (" not in third and "idm_only/lr0.0003-u3/seed2] not trained: left out" in third
+    assert not os.path.exists(os.path.join(out, "runs", "idm_only", "lr0.0003-u3", "seed2"))
+    with open(os.path.join(out, "results.json")) as handle:
+        table_file = json.load(handle)
+    assert table_file["not_trained"] == ["idm_only/lr0.0003-u3/seed2"]
+    assert {(r["variant"], r["seed"]) for r in table_file["records"]} == {("idm_only", 1), ("upstream", 0)}
+
+
+def test_a_finished_out_of_another_upstream_is_refused_and_left_as_it_is(corpus_and_upstream, tmp_path):
+    corpus, upstream = corpus_and_upstream
+    out = tmp_path / "effect"
+    out.mkdir()
+    (out / STAMP).write_text(json.dumps({"upstream": "/elsewhere/other.pt", "upstream_sha256": "0" * 64,
+                                         "data": corpus}))
+    (out / "results.md").write_text("the other study's table")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(SystemExit, match=f"{STAMP}.*another upstream.*new --out"):
+        evaluate_laser.main(["--upstream", upstream, "--data", corpus, "--out", str(out), "--seeds", "1",
+                             "--variants", "upstream"])
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_relative_per_pairs_each_seed_with_the_upstreams_probe_of_the_same_seed():
+    entries = [{"variant": "upstream", "seed": 1, "superb_per": 0.50}, {"variant": "upstream", "seed": 2,
+                                                                         "superb_per": 0.40},
+               {"variant": "laser", "seed": 1, "superb_per": 0.45}, {"variant": "laser", "seed": 2, "superb_per": 0.42},
+               {"variant": "laser", "seed": 3, "superb_per": 0.30}, {"variant": "idm_only", "seed": 1}]
+    rows.add_relative_per(entries)
+    relative = {(e["variant"], e["seed"]): e["superb_per_rel"] for e in entries}
+    assert relative[("laser", 1)] == pytest.approx(-0.10)  # (0.45 - 0.50) / 0.50
+    assert relative[("laser", 2)] == pytest.approx(+0.05)  # (0.42 - 0.40) / 0.40, not against seed 1's 0.50
+    assert relative[("laser", 3)] is None and relative[("idm_only", 1)] is None  # no pair: no number
+    assert relative[("upstream", 1)] == 0.0
+    summary = table.summarise(entries, [table.Column("superb_per_rel", "rel", "lower")])["laser"]["superb_per_rel"]
+    assert summary.mean == pytest.approx(-0.025) and summary.n == 2
+
+
+def test_abx_columns_read_the_top_and_the_best_layer():
+    entry = {"top_layer": "block4", "best_layer_on_select": "block0_in"}
+    rows.add_abx(entry, {"block4": {"within": 10.0, "across": 20.0}, "block0_in": {"within": 5.0, "across": 7.5}})
+    assert (entry["abx_within_top"], entry["abx_across_top"]) == (10.0, 20.0)
+    assert (entry["abx_within_best"], entry["abx_across_best"]) == (5.0, 7.5)
 
 
 def test_a_table_on_another_split_does_not_replace_the_test_table():
-    assert evaluate_laser.results_stem("test") == "results"
-    assert evaluate_laser.results_stem("test_unseen_voices") == "results_test_unseen_voices"
+    assert results_stem("test") == "results"
+    assert results_stem("test_unseen_voices") == "results_test_unseen_voices"

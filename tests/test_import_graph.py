@@ -18,20 +18,11 @@ import os
 import subprocess
 from typing import Dict, Iterator, List, Optional, Set
 
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "laser_fairseq"
 TOOL_FOLDERS = ("scripts", "benchmarks", "dev")
 SCRIPT_LINES = 150
-
-# Files other branches of issue 26 change (their front doors move into laser_fairseq/cli, their tests load
-# them from there); each is an expected failure (strict: once fixed, the name must leave these sets).
-PENDING_SYS_PATH = {"scripts/abx.py", "scripts/analyze_layers.py", "scripts/evaluate_laser.py",
-                    "scripts/superb_pr.py", "tests/test_analysis.py",
-                    "tests/test_evaluate_laser.py", "tests/test_phone_probe.py"}
-PENDING_LONG_SCRIPTS = {"scripts/abx.py", "scripts/analyze_layers.py", "scripts/evaluate_laser.py"}
-PENDING = "its front door or its test moves in another branch of issue 26"
 
 
 def package_modules() -> Dict[str, str]:
@@ -179,15 +170,9 @@ def test_the_graph_reader_finds_cycles_and_resolves_relative_imports(tmp_path):
 
 
 def test_no_python_file_changes_sys_path():
-    problems = [f"{path}:{line}" for path in repository_python_files() if path not in PENDING_SYS_PATH
+    problems = [f"{path}:{line}" for path in repository_python_files()
                 for line in sys_path_changes(path)]
     assert not problems, "sys.path changed (the package is installed; tests import it as is):\n" + "\n".join(problems)
-
-
-@pytest.mark.parametrize("path", sorted(PENDING_SYS_PATH))
-@pytest.mark.xfail(strict=True, reason=PENDING)
-def test_a_pending_file_does_not_change_sys_path(path):
-    assert not sys_path_changes(path)
 
 
 def test_the_sys_path_reader_sees_every_form(tmp_path):
@@ -201,11 +186,6 @@ def test_the_sys_path_reader_sees_every_form(tmp_path):
 
 def test_scripts_are_short_front_doors():
     scripts = sorted(f"scripts/{name}" for name in os.listdir(os.path.join(REPO, "scripts")) if name.endswith(".py"))
-    problems = [script_problem(path) for path in scripts if path not in PENDING_LONG_SCRIPTS]
+    problems = [script_problem(path) for path in scripts]
     assert not [problem for problem in problems if problem], "\n".join(filter(None, problems))
 
-
-@pytest.mark.parametrize("path", sorted(PENDING_LONG_SCRIPTS))
-@pytest.mark.xfail(strict=True, reason=PENDING)
-def test_a_pending_script_is_a_short_front_door(path):
-    assert script_problem(path) is None

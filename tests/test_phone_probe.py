@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -46,10 +45,8 @@ from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_analysis import laser_checkpoint_with_new_top_blocks, read_rows  # noqa: E402
+from test_analysis import laser_checkpoint_with_new_top_blocks, read_rows  # noqa: E402 (pytest puts tests/ on the path)
 
 # ------------------------------------------------------------------------------------------- the probe
 
@@ -471,7 +468,7 @@ def test_phone_map_file_is_read_with_comments_and_its_errors_are_named(tmp_path)
 
 
 def test_converter_script_writes_labels_the_probe_reads_and_refuses_bad_input(tmp_path, capsys):
-    import alignments_to_frame_labels as converter
+    from laser_fairseq.cli import alignments_to_frame_labels as converter
 
     corpus = tmp_path / "c"
     corpus.mkdir()
@@ -538,7 +535,7 @@ def labelled_demo(tmp_path_factory):
 
 
 def test_cli_reports_the_phone_probe_per_layer_beside_the_other_measures(labelled_demo, tmp_path, capsys):
-    import analyze_layers
+    from laser_fairseq.cli import analyze_layers
 
     corpus, out = labelled_demo["corpus"], tmp_path / "report"
     analyze_layers.main([
@@ -579,7 +576,7 @@ def test_cli_reports_the_phone_probe_per_layer_beside_the_other_measures(labelle
 
 
 def test_cli_refuses_labels_that_do_not_match_the_frames(labelled_demo, tmp_path):
-    import analyze_layers
+    from laser_fairseq.cli import analyze_layers
 
     corpus = tmp_path / "c"
     shutil.copytree(labelled_demo["corpus"], corpus)

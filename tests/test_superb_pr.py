@@ -109,10 +109,8 @@ def test_a_finished_out_of_another_upstream_is_refused_and_kept(finished, corpus
 
 
 def test_bad_inputs_name_the_file_and_the_fix(tmp_path, upstream, corpus):
-    script = os.path.join(REPO, "scripts", "superb_pr.py")
-    spec = __import__("importlib.util").util.spec_from_file_location("superb_pr_cli", script)
-    cli = __import__("importlib.util").util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from laser_fairseq.cli import superb_pr as cli
+
     not_a_model = tmp_path / "notes.pt"
     not_a_model.write_text("not a checkpoint")
     with pytest.raises(SystemExit, match=f"cannot load the upstream: {not_a_model}"):
@@ -122,7 +120,32 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, upstream, corpus):
         cli.main(["--upstream", upstream, "--data", no_phones, "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match="neither a synthetic corpus"):
         cli.main(["--upstream", upstream, "--data", str(tmp_path), "--out", str(tmp_path / "c")])
-    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+    with pytest.raises(SystemExit, match=r"unseen\.tsv: missing"):
+        cli.main(["--upstream", upstream, "--data", corpus, "--out", str(tmp_path / "d"), "--test-splits", "unseen"])
+    assert not any(os.path.exists(tmp_path / name) for name in "abd")
+
+
+def test_a_finished_run_is_tested_on_another_split_without_training_again(finished, corpus, upstream, tmp_path,
+                                                                          caplog):
+    """The probe trained for one split serves another (the effect table's two eval splits): s3prl's test stage
+    only; the first split's numbers and the trained checkpoints are kept; asking again does nothing."""
+    out = str(tmp_path / "two_splits")
+    shutil.copytree(finished[0], out)
+    train_dir = os.path.join(out, "s3prl", "train")
+    trained = {name: os.stat(os.path.join(train_dir, name)).st_mtime_ns for name in os.listdir(train_dir)}
+    caplog.set_level("INFO")
+    result = run_superb_pr(upstream, corpus, out, test_splits=["test", "valid"], **SMALL)
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("Train Model" in message for message in messages)
+    assert any("Test model on" in message and "corpus_valid.csv" in message for message in messages)
+    assert not any("Test model on" in message and "corpus_test.csv" in message for message in messages)
+    assert {name: os.stat(os.path.join(train_dir, name)).st_mtime_ns for name in os.listdir(train_dir)} == trained
+    assert result["test"]["corpus_test"] == finished[1]["test"]["corpus_test"] == result["per"]
+    # the valid split tested by s3prl's test stage: the same PER its training-time validation logged there
+    assert result["test"]["corpus_valid"] == pytest.approx(result["valid_per"])
+    caplog.clear()
+    assert run_superb_pr(upstream, corpus, out, test_splits=["valid"], **SMALL) == result
+    assert not any("Stage" in record.getMessage() for record in caplog.records)
 
 
 PATCHES_NEEDED = textwrap.dedent("""
@@ -202,3 +225,53 @@ def test_an_upstream_s3prl_has_no_class_for_is_served_by_ours(tmp_path):
     with torch.no_grad():
         states, lengths = upstream(torch.randn(2, 16000), torch.tensor([16000, 8000]))
     assert len(states) == 3 and states[0].shape[:2] == (2, 50) and lengths[0].tolist() == [50, 25]
+
+
+def make_librispeech(root):
+    """LibriSpeech's own layout (SPEAKERS.TXT, <split>/<speaker>/<chapter>/<id>.flac + <speaker>-<chapter>.trans.txt)
+    of demo utterances: train-clean-100 8, dev-clean 2, test-clean 2; and a local lexicon of their words (each
+    word's "phones" = its letters) standing in for s3prl's LibriSpeech lexicon files."""
+    with open(os.path.join(DEMO, "train.tsv")) as handle:
+        names = [line.split("\t")[0] for line in handle.read().splitlines()[1:]]
+    with open(os.path.join(DEMO, "train.wrd")) as handle:
+        texts = handle.read().splitlines()
+    pairs = list(zip(names, texts))[:12]
+    speakers = ["; ID |SEX| SUBSET | MINUTES | NAME"]
+    for number, (split, part) in enumerate((("train-clean-100", pairs[:8]), ("dev-clean", pairs[8:10]),
+                                            ("test-clean", pairs[10:12])), start=1):
+        speaker, chapter = 100 + number, 200 + number
+        folder = os.path.join(root, split, str(speaker), str(chapter))
+        os.makedirs(folder)
+        lines = []
+        for index, (name, text) in enumerate(part):
+            utterance = f"{speaker}-{chapter}-{index:04d}"
+            shutil.copy(os.path.join(DEMO, "audio", name), os.path.join(folder, f"{utterance}.flac"))
+            lines.append(f"{utterance} {text}")
+        with open(os.path.join(folder, f"{speaker}-{chapter}.trans.txt"), "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        speakers.append(f"{speaker} | F | {split} | 1.00 | Reader {number}")
+    with open(os.path.join(root, "SPEAKERS.TXT"), "w") as handle:
+        handle.write("\n".join(speakers) + "\n")
+    words = sorted({word for _, text in pairs for word in text.split()})
+    lexicon = os.path.join(root, "lexicon.txt")
+    with open(lexicon, "w") as handle:
+        handle.write("".join(f"{word}\t{' '.join(word.lower())}\n" for word in words))
+    return str(root), lexicon, dict(pairs)
+
+
+def test_librispeech_layout_goes_through_s3prls_preparation_and_g2p_with_a_local_lexicon(upstream, tmp_path):
+    import pandas as pd
+
+    root, lexicon, _ = make_librispeech(tmp_path / "LibriSpeech")
+    out = str(tmp_path / "run")
+    result = run_superb_pr(upstream, root, out, steps=2, eval_step=1, batch_size=2, lexicon=[lexicon])
+    assert 0.0 <= result["per"] < 5 and list(result["test"]) == ["test-clean"]
+    train = pd.read_csv(os.path.join(out, "s3prl", "train-clean-100.csv"))
+    assert len(train) == 8 and all(train["wav_path"].str.endswith(".flac"))
+    # s3prl's data preparation read the transcripts, and its G2P phonemised them with our lexicon's entries
+    with open(os.path.join(root, "train-clean-100", "101", "201", "101-201.trans.txt")) as handle:
+        text = dict(line.split(" ", 1) for line in handle.read().splitlines())
+    for utterance, phones in zip(train["id"], train["transcription"]):
+        assert phones.split() == [letter for word in text[utterance].split() for letter in word.lower()]
+    with pytest.raises(SuperbPRError, match="lexicon"):
+        run_superb_pr(upstream, root, str(tmp_path / "no_lexicon"), steps=2, eval_step=1, batch_size=2)

@@ -116,18 +116,27 @@ def input_frames(waveform: torch.Tensor) -> List[np.ndarray]:
 
 
 def encode_split(upstream: Optional[BlockwiseUpstream], split: AbxSplit, device: str = "cpu",
-                 progress: Optional[Progress] = None) -> Dict[str, Dict[str, torch.Tensor]]:
-    """{feature name: {#file: (T, C) float32 tensor}} for every layer of ``upstream`` (none if None) and the
-    inputs; every utterance's frame count is checked against its labels."""
-    names = (layer_names(upstream.num_layers) if upstream is not None else []) + list(INPUT_NAMES)
+                 progress: Optional[Progress] = None, layers: Optional[Sequence[str]] = None,
+                 inputs: bool = True) -> Dict[str, Dict[str, torch.Tensor]]:
+    """{feature name: {#file: (T, C) float32 tensor}} for the ``layers`` of ``upstream`` (every layer when None;
+    none without an upstream) and, if ``inputs``, the log-mel and MFCC inputs; every utterance's frame count is
+    checked against its labels."""
+    all_layers = layer_names(upstream.num_layers) if upstream is not None else []
+    unknown = [name for name in layers or () if name not in all_layers]
+    if unknown:
+        raise AbxInputError(f"no layer(s) {unknown} in the upstream: its layers are {all_layers}")
+    wanted = list(all_layers if layers is None else layers)
+    names = wanted + (list(INPUT_NAMES) if inputs else [])
     features: Dict[str, Dict[str, torch.Tensor]] = {name: {} for name in names}
     for done, (utterance, labels) in enumerate(zip(split.utterances, split.labels), start=1):
         waveform = read_audio(utterance.path, SAMPLE_RATE, where=f"{split.manifest_path}:{utterance.line}")
-        frames = (layer_frames(upstream, waveform, device) if upstream is not None else []) + input_frames(waveform)
+        frames = dict(zip(all_layers, layer_frames(upstream, waveform, device))) if wanted else {}
+        if inputs:
+            frames.update(zip(INPUT_NAMES, input_frames(waveform)))
         key = abx_fastabx.file_key(utterance.path, split.root, split.extension)
-        for name, array in zip(names, frames):
-            check_frame_count(labels, len(array), utterance, split.labels_path)
-            features[name][key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        for name in names:
+            check_frame_count(labels, len(frames[name]), utterance, split.labels_path)
+            features[name][key] = torch.from_numpy(np.ascontiguousarray(frames[name], dtype=np.float32))
         if progress is not None:
             progress("encoding utterances", done, len(split.utterances))
     return features
@@ -139,15 +148,19 @@ def score_features(item_path: str, split: AbxSplit, features: Dict[str, torch.Te
     return {mode: 100.0 * error for mode, error in abx_fastabx.triphone_abx(dataset).items()}
 
 
-def abx_of_upstream(upstream: Optional[BlockwiseUpstream], split: AbxSplit, item_path: str, device: str = "cpu",
-                    progress: Optional[Progress] = None) -> dict:
-    """``{"layers": {name: {"within": %, "across": %}}, "inputs": {"log-mel": ..., "mfcc": ...}, "items": counts,
-    "seconds": {...}}``; writes the split's item file to ``item_path`` (the file fastabx reads)."""
+def check_polars_threads():
     if abx_fastabx.polars_threads() != 1:
         raise AbxInputError(
             f"polars runs {abx_fastabx.polars_threads()} threads: fastabx's across-voice subsampling is then not "
             f"reproducible; set POLARS_MAX_THREADS=1 before polars is imported (import laser_fairseq.analysis.abx "
             f"first)")
+
+
+def abx_of_upstream(upstream: Optional[BlockwiseUpstream], split: AbxSplit, item_path: str, device: str = "cpu",
+                    progress: Optional[Progress] = None) -> dict:
+    """``{"layers": {name: {"within": %, "across": %}}, "inputs": {"log-mel": ..., "mfcc": ...}, "items": counts,
+    "seconds": {...}}``; writes the split's item file to ``item_path`` (the file fastabx reads)."""
+    check_polars_threads()
     started = time.monotonic()
     abx_fastabx.write_item_file(item_path, split.items)
     features = encode_split(upstream, split, device, progress)
@@ -184,8 +197,44 @@ def abx_settings() -> dict:
     }
 
 
+def abx_of_named_layers(upstream: BlockwiseUpstream, split: AbxSplit, item_path: str, layers: Sequence[str],
+                        device: str = "cpu") -> Dict[str, Dict[str, float]]:
+    """``{layer: {"within": %, "across": %}}`` of the named layers only (no input rows): the effect table's top
+    block and best layer; writes the item file to ``item_path``."""
+    check_polars_threads()
+    abx_fastabx.write_item_file(item_path, split.items)
+    features = encode_split(upstream, split, device, layers=layers, inputs=False)
+    return {name: score_features(item_path, split, per_file) for name, per_file in features.items()}
+
+
 def layer_scores_from_frames(frames_per_layer: Sequence[Dict[str, torch.Tensor]], split: AbxSplit,
                              item_path: str) -> List[Dict[str, float]]:
-    """ABX of per-layer features already computed elsewhere (scripts/analyze_layers.py --abx)."""
+    """ABX of per-layer features already computed elsewhere (analyze_layers --abx)."""
+    check_polars_threads()
     abx_fastabx.write_item_file(item_path, split.items)
     return [score_features(item_path, split, per_file) for per_file in frames_per_layer]
+
+
+class LayerFrameCollector:
+    """Keeps the original frames of every layer of each utterance the layer-wise analysis encodes (its
+    ``each_utterance`` callback), keyed as the split's item file names them: ``per_layer[i][#file]`` = (T, C)."""
+
+    def __init__(self, split: AbxSplit):
+        self.split = split
+        self.per_layer: List[Dict[str, torch.Tensor]] = []
+
+    def __call__(self, item) -> None:
+        if not self.per_layer:
+            self.per_layer = [{} for _ in item.frames]
+        key = abx_fastabx.file_key(item.utterance.path, self.split.root, self.split.extension)
+        for layer, array in zip(self.per_layer, item.frames):
+            layer[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def add_layer_abx(layers: Sequence, collector: LayerFrameCollector, item_path: str) -> None:
+    """Sets ``abx_within`` / ``abx_across`` (%) on each LayerResult from the collected frames of its layer."""
+    if len(collector.per_layer) != len(layers):
+        raise AbxInputError(f"{collector.split.manifest_path}: frames of {len(collector.per_layer)} layers were "
+                            f"collected for {len(layers)} layers; no utterance was encoded?")
+    for layer, scores in zip(layers, layer_scores_from_frames(collector.per_layer, collector.split, item_path)):
+        layer.abx_within, layer.abx_across = scores["within"], scores["across"]

@@ -36,6 +36,7 @@ from .utterances import UtteranceSet
 
 MEASURES = ("input_cka", "invariance", "voice_probe", "retrieval_map", "phone_acc", "phone_per")
 PHONE_MEASURES = ("phone_acc", "phone_per")
+ABX_MEASURES = ("abx_within", "abx_across")  # reported only when measured (analyze_layers --abx)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -51,6 +52,8 @@ class LayerResult:
     retrieval_map: Optional[float]
     phone_acc: Optional[float] = None
     phone_per: Optional[float] = None
+    abx_within: Optional[float] = None  # fastabx triphone ABX error, % (analyze_layers --abx)
+    abx_across: Optional[float] = None
 
     def value(self, measure: str) -> Optional[float]:
         return getattr(self, measure)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .layerwise import MEASURES, LayerResult, UpstreamAnalysis
+from .layerwise import ABX_MEASURES, MEASURES, LayerResult, UpstreamAnalysis
 
 NOT_AVAILABLE = "n/a"
 
@@ -23,9 +23,11 @@ TITLES = {
     "retrieval_map": "cross-voice retrieval MAP",
     "phone_acc": "phone probe frame accuracy",
     "phone_per": "phone probe PER (lower is better)",
+    "abx_within": "ABX within voices, % (lower is better)",
+    "abx_across": "ABX across voices, % (lower is better)",
 }
 SHORT = {"input_cka": "CKA", "invariance": "invariance", "voice_probe": "voice", "retrieval_map": "MAP",
-         "phone_acc": "phone acc", "phone_per": "PER"}
+         "phone_acc": "phone acc", "phone_per": "PER", "abx_within": "ABX within", "abx_across": "ABX across"}
 CHANCE_OF = {"voice_probe": "voice_probe_chance", "retrieval_map": "retrieval_chance",
              "phone_acc": "phone_acc_chance", "phone_per": "phone_per_chance"}
 
@@ -39,6 +41,13 @@ class LabelledAnalysis:
 
     def layer(self, name: str) -> Optional[LayerResult]:
         return next((layer for layer in self.analysis.layers if layer.name == name), None)
+
+
+def measures_of(main: LabelledAnalysis, compare: Optional[LabelledAnalysis] = None) -> tuple:
+    """The reported measures: MEASURES, and the ABX ones when a layer of A or B has them."""
+    layers = main.analysis.layers + (compare.analysis.layers if compare is not None else [])
+    with_abx = any(layer.abx_within is not None for layer in layers)
+    return MEASURES + (ABX_MEASURES if with_abx else ())
 
 
 def layer_order(main: LabelledAnalysis, compare: Optional[LabelledAnalysis]) -> List[str]:
@@ -74,16 +83,16 @@ def table_rows(main: LabelledAnalysis, compare: Optional[LabelledAnalysis] = Non
     for index, name in enumerate(layer_order(main, compare)):
         a = main.layer(name)
         row = {"index": str(index), "layer": name, "dim": str(a.dim) if a else NOT_AVAILABLE}
-        for measure in MEASURES:
+        for measure in measures_of(main, compare):
             row[measure] = _cell(_value(a, measure))
             if measure in CHANCE_OF:
                 row[CHANCE_OF[measure]] = _cell(getattr(main.analysis, CHANCE_OF[measure]))
         if compare is not None:
             b = compare.layer(name)
             row["compare_dim"] = str(b.dim) if b else NOT_AVAILABLE
-            for measure in MEASURES:
+            for measure in measures_of(main, compare):
                 row[f"compare_{measure}"] = _cell(_value(b, measure))
-            for measure in MEASURES:
+            for measure in measures_of(main, compare):
                 row[f"delta_{measure}"] = _cell(delta(main, compare, name, measure), signed=True)
         rows.append(row)
     return rows
@@ -100,12 +109,12 @@ def write_csv(path: str, main: LabelledAnalysis, compare: Optional[LabelledAnaly
 def markdown_table(main: LabelledAnalysis, compare: Optional[LabelledAnalysis] = None) -> str:
     """The per-layer table; with ``compare``, columns A, B and B - A for each measure."""
     header = ["layer"]
-    for measure in MEASURES:
+    for measure in measures_of(main, compare):
         header += [SHORT[measure]] if compare is None else [f"{SHORT[measure]} A", f"{SHORT[measure]} B", "Δ"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table_rows(main, compare):
         cells = [row["layer"]]
-        for measure in MEASURES:
+        for measure in measures_of(main, compare):
             cells.append(row[measure])
             if compare is not None:
                 cells += [row[f"compare_{measure}"], row[f"delta_{measure}"]]
@@ -150,9 +159,9 @@ def phone_probe_line(analysis: UpstreamAnalysis) -> str:
     )
 
 
-def _panel_grid(plt):
+def _panel_grid(plt, measures):
     """A figure with two columns of panels, one per measure."""
-    rows = -(-len(MEASURES) // 2)
+    rows = -(-len(measures) // 2)
     figure, axes = plt.subplots(rows, 2, figsize=(12, 4 * rows), sharex=True)
     return figure, axes
 
@@ -161,8 +170,9 @@ def plot_measures(path: str, main: LabelledAnalysis, compare: Optional[LabelledA
     """One panel per measure, layer index on x; A solid, B dashed; chance levels dotted."""
     plt = _pyplot()
     names = layer_order(main, compare)
-    figure, axes = _panel_grid(plt)
-    for axis, measure in zip(axes.flat, MEASURES):
+    measures = measures_of(main, compare)
+    figure, axes = _panel_grid(plt, measures)
+    for axis, measure in zip(axes.flat, measures):
         for labelled, style in ((main, "-o"), (compare, "--s")):
             if labelled is None:
                 continue
@@ -189,8 +199,9 @@ def plot_deltas(path: str, main: LabelledAnalysis, compare: LabelledAnalysis):
     """One panel of per-layer B - A bars per measure."""
     plt = _pyplot()
     names = layer_order(main, compare)
-    figure, axes = _panel_grid(plt)
-    for axis, measure in zip(axes.flat, MEASURES):
+    measures = measures_of(main, compare)
+    figure, axes = _panel_grid(plt, measures)
+    for axis, measure in zip(axes.flat, measures):
         values = [delta(main, compare, name, measure) for name in names]
         axis.bar(range(len(names)), [0.0 if v is None else v for v in values],
                  color="tab:purple")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..analysis.collapse import effective_rank, mean_pairwise_cosine
 from ..analysis.features import make_perturber
-from ..analysis.layerwise import analyze_upstream
+from ..analysis.layerwise import ABX_MEASURES, analyze_upstream
 from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
 from ..analysis.utterances import load_utterances
 from ..files import sha256_of
@@ -85,5 +85,6 @@ def measure(checkpoint: str, manifest: str, settings: EvalSettings) -> dict:
 def _layer_values(layer) -> dict:
     """Every measured value of a LayerResult (the measures present in this version of the analysis)."""
     return {
-        key: value for key, value in dataclasses.asdict(layer).items() if key not in ("index", "name", "dim")
+        key: value for key, value in dataclasses.asdict(layer).items()
+        if key not in ("index", "name", "dim", *ABX_MEASURES)  # ABX: yardsticks.abx_of_layers, on named layers
     }

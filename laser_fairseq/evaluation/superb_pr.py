@@ -8,7 +8,10 @@ PER, Adam, gradient clipping and accumulation, best-on-valid checkpointing and `
 
 Data: either the synthetic corpus (``scripts/make_synthetic_corpus.py``: ``{split}.tsv`` + ``{split}.phones``,
 espeak's phone transcription of each utterance) or LibriSpeech in its own layout (s3prl's own preparation and
-``G2P``, with the lexicon files given as local paths).
+``G2P``, with the lexicon files given as local paths). On the synthetic corpus the probe trains on ``train``,
+picks its checkpoint on ``valid`` and is tested on every split of ``test_splits`` (default ``test``; e.g. also
+a held-out-voice split of ``scripts/make_voice_split.py``). A finished run asked for a split it was not tested
+on is only tested on it (s3prl's test stage, no training), so one trained probe serves every eval split.
 """
 
 import json
@@ -19,10 +22,12 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 
 from ..checkpoint_io import CheckpointError
+from ..files import write_json
 from .s3prl_compat import s3prl_environment, superb_pr_class
 from .s3prl_upstream import project_upstream, sha256
 
 CORPUS_SPLITS = ("train", "valid", "test")
+TEST_STAGE = 4  # s3prl's ASR.run stage that tests the valid-best checkpoint on each test csv
 # The SUPERB recipe as s3prl ships it (SuperbPR.default_config) is the full-scale preset; the miniature scales the
 # step budget (100,000 -> 600) and with it the evaluation / save intervals and the gradient accumulation, so that
 # one upstream finishes within 15 min on 2 CPU cores. Learning rate, batch size, head, CTC and metric are SUPERB's.
@@ -43,7 +48,12 @@ def is_synthetic_corpus(data: str) -> bool:
     return os.path.isfile(os.path.join(data, "train.tsv"))
 
 
-def check_corpus(data: str) -> None:
+def test_name(split: str) -> str:
+    """The name s3prl gives a synthetic-corpus test split (the stem of its csv): result.json's ``test`` keys."""
+    return f"corpus_{split}"
+
+
+def check_corpus(data: str, test_splits: Sequence[str] = ("test",)) -> None:
     if not os.path.isdir(data):
         raise SuperbPRError(f"{data}: no such folder; pass a corpus made by scripts/make_synthetic_corpus.py or "
                             f"a LibriSpeech root (--data)")
@@ -52,7 +62,7 @@ def check_corpus(data: str) -> None:
             return
         raise SuperbPRError(f"{data}: neither a synthetic corpus (no train.tsv) nor a LibriSpeech root (no "
                             f"train-clean-100/); make one with scripts/make_synthetic_corpus.py")
-    for split in CORPUS_SPLITS:
+    for split in dict.fromkeys(("train", "valid", *test_splits)):
         for suffix in (".tsv", ".phones"):
             path = os.path.join(data, split + suffix)
             if not os.path.isfile(path):
@@ -98,6 +108,7 @@ def _corpus_pr_class():
         def default_config(self) -> dict:
             config = super().default_config()
             config["prepare_data"]["lexicon"] = None  # LibriSpeech only: local lexicon files for s3prl's G2P
+            config["prepare_data"]["test_splits"] = ["test"]  # synthetic corpus only: the splits tested on
             config["build_upstream"] = dict(path=None, work_dir=None)
             config["train"]["seed"] = 0
             return config
@@ -105,16 +116,17 @@ def _corpus_pr_class():
         def prepare_data(self, prepare_data: dict, target_dir: str, cache_dir: str, get_path_only: bool = False):
             root = prepare_data["dataset_root"]
             if is_synthetic_corpus(root):
-                paths = [os.path.join(target_dir, f"corpus_{split}.csv") for split in CORPUS_SPLITS]
+                splits = ["train", "valid", *prepare_data["test_splits"]]
+                paths = [os.path.join(target_dir, f"{test_name(split)}.csv") for split in splits]
                 if not get_path_only:
-                    for split, path in zip(CORPUS_SPLITS, paths):
+                    for split, path in zip(splits, paths):
                         corpus_csv(root, split, path)
-                return paths[0], paths[1], [paths[2]]
+                return paths[0], paths[1], paths[2:]
             # LibriSpeech: s3prl's own csvs (SuperbASR.prepare_data), phonemised with s3prl's G2P and local lexicons
             import pandas as pd
             from s3prl.dataio.encoder.g2p import G2P
 
-            arguments = {key: value for key, value in prepare_data.items() if key != "lexicon"}
+            arguments = {key: value for key, value in prepare_data.items() if key not in ("lexicon", "test_splits")}
             train_csv, valid_csv, test_csvs = SuperbPR.__mro__[1].prepare_data(
                 self, arguments, target_dir, cache_dir, get_path_only)
             if get_path_only:
@@ -143,7 +155,7 @@ def _corpus_pr_class():
 def make_config(problem, upstream: str, data: str, out: str, preset: str = "miniature",
                 steps: Optional[int] = None, batch_size: Optional[int] = None, eval_step: Optional[int] = None,
                 device: str = "cpu", seed: int = 0, num_workers: int = 0,
-                lexicon: Optional[Sequence[str]] = None) -> dict:
+                lexicon: Optional[Sequence[str]] = None, test_splits: Sequence[str] = ("test",)) -> dict:
     import omegaconf
 
     scale = dict(PRESETS[preset])
@@ -165,6 +177,7 @@ def make_config(problem, upstream: str, data: str, out: str, preset: str = "mini
         for key in ("train_sets", "valid_sets", "test_sets"):
             config["prepare_data"].pop(key)
     config["prepare_data"]["lexicon"] = [os.path.abspath(path) for path in lexicon] if lexicon else None
+    config["prepare_data"]["test_splits"] = list(test_splits)
     config["build_upstream"] = dict(path=os.path.abspath(upstream), work_dir=os.path.abspath(os.path.join(out, "upstream")))
     config["build_batch_sampler"]["train"]["batch_size"] = scale["batch_size"]
     train = config["train"]
@@ -200,15 +213,35 @@ def layer_weights(checkpoint_dir: str) -> List[float]:
     return [round(float(value), 6) for value in torch.softmax(weights[0].float(), dim=-1)]
 
 
+SETTINGS = ("steps", "preset", "batch_size", "eval_step", "seed")  # a finished result.json is reused only if equal
+
+
+def finished_result(out: str, settings: Dict) -> Optional[Dict]:
+    """``out/result.json`` when it was made with exactly these ``settings`` (else None: s3prl's auto_resume)."""
+    path = os.path.join(out, RESULT)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        result = json.load(handle)
+    return result if all(result.get(key) == settings[key] for key in SETTINGS) else None
+
+
 def run_superb_pr(upstream: str, data: str, out: str, preset: str = "miniature", steps: Optional[int] = None,
                   batch_size: Optional[int] = None, eval_step: Optional[int] = None, device: str = "cpu",
-                  seed: int = 0, num_workers: int = 0, lexicon: Optional[Sequence[str]] = None) -> Dict:
-    """Train and test SUPERB PR with s3prl's recipe; writes and returns ``out/result.json``."""
+                  seed: int = 0, num_workers: int = 0, lexicon: Optional[Sequence[str]] = None,
+                  test_splits: Sequence[str] = ("test",)) -> Dict:
+    """Train and test SUPERB PR with s3prl's recipe; writes and returns ``out/result.json``.
+
+    ``test_splits`` (synthetic corpus): the splits the valid-best probe is tested on; ``per`` is the first one's.
+    A finished ``out`` with the same settings is returned as it is, or only tested on the splits it lacks."""
     if preset not in PRESETS:
         raise SuperbPRError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if not os.path.exists(upstream):
         raise SuperbPRError(f"{upstream}: no such file or directory; pass an upstream checkpoint (--upstream)")
-    check_corpus(data)
+    test_splits = list(dict.fromkeys(test_splits))
+    if not test_splits:
+        raise SuperbPRError("no test split given: pass at least one (e.g. test)")
+    check_corpus(data, test_splits)
     upstream_sha = sha256(upstream)
     check_out(out, upstream_sha)
     from .s3prl_upstream import upstream_route
@@ -220,13 +253,27 @@ def run_superb_pr(upstream: str, data: str, out: str, preset: str = "miniature",
     CorpusPR = _corpus_pr_class()
     problem = CorpusPR()
     config = make_config(problem, upstream, data, out, preset, steps, batch_size, eval_step, device, seed,
-                         num_workers, lexicon)
+                         num_workers, lexicon, test_splits)
+    settings = dict(steps=int(config["train"]["total_steps"]), preset=preset, seed=seed,
+                    batch_size=int(config["build_batch_sampler"]["train"]["batch_size"]),
+                    eval_step=int(config["train"]["eval_step"]))
+    synthetic = is_synthetic_corpus(data)
+    previous = finished_result(out, settings)
+    missing = [split for split in test_splits if test_name(split) not in (previous or {}).get("test", {})]
+    if previous is not None and not (synthetic and missing):
+        return previous
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "upstream.json"), "w") as handle:
         json.dump({"upstream": os.path.abspath(upstream), "upstream_sha256": upstream_sha}, handle, indent=1)
-    with s3prl_environment():
-        problem.run(**config)
     target = config["target_dir"]
+    with s3prl_environment():
+        if previous is None:
+            problem.run(**config)
+        else:  # trained already: s3prl's test stage on the missing splits only
+            config["prepare_data"]["test_splits"] = missing
+            for split in missing:
+                corpus_csv(data, split, os.path.join(target, f"{test_name(split)}.csv"))
+            problem.run(**{**config, "start": TEST_STAGE})
     with open(os.path.join(target, "train", "valid_best", "training_stats.yaml")) as handle:
         stats = yaml.safe_load(handle)
     tests = {}
@@ -234,17 +281,15 @@ def run_superb_pr(upstream: str, data: str, out: str, preset: str = "miniature",
     for name in sorted(os.listdir(evaluate_dir)):
         with open(os.path.join(evaluate_dir, name, "result.yaml")) as handle:
             tests[name] = yaml.safe_load(handle)
-    test_name = next(iter(tests))
+    reported = test_name(test_splits[0]) if synthetic else next(iter(tests))
+    if previous is not None:
+        tests = {**{name: {"per": per} for name, per in previous["test"].items()}, **tests}
     result = {
-        "per": float(tests[test_name]["per"]),
+        "per": float(tests[reported]["per"]),
         "test": {name: float(metrics["per"]) for name, metrics in tests.items()},
         "valid_per": float(stats["valid_best_metrics"]["per"]),
         "valid_best_step": int(stats["global_step"]),
-        "steps": int(config["train"]["total_steps"]),
-        "preset": preset,
-        "batch_size": int(config["build_batch_sampler"]["train"]["batch_size"]),
-        "eval_step": int(config["train"]["eval_step"]),
-        "seed": seed,
+        **settings,
         "device": device,
         "upstream": os.path.abspath(upstream),
         "upstream_sha256": upstream_sha,
@@ -255,8 +300,7 @@ def run_superb_pr(upstream: str, data: str, out: str, preset: str = "miniature",
                               "(input of block 1), i = output of block i",
         "recipe": "s3prl 0.4.18 s3prl.problem.asr.superb_pr.SuperbPR (subclass CorpusPR)",
     }
-    if not all(math.isfinite(value) for value in (result["per"], result["valid_per"])):
-        raise SuperbPRError(f"{out}: non-finite PER {result['per']} / {result['valid_per']}")
-    with open(os.path.join(out, RESULT), "w") as handle:
-        json.dump(result, handle, indent=1)
+    if not all(math.isfinite(value) for value in (result["per"], result["valid_per"], *result["test"].values())):
+        raise SuperbPRError(f"{out}: non-finite PER {result['test']} / valid {result['valid_per']}")
+    write_json(os.path.join(out, RESULT), result)
     return result

@@ -29,6 +29,12 @@ COLUMNS: List[Column] = [
     Column("invariance_top", "invariance (top)", "higher"),
     Column("mean_cosine_top", "mean pairwise cosine (top)", ""),
     Column("effective_rank_top", "effective rank (top)", ""),
+    Column("superb_per", "SUPERB-PR PER", "lower"),
+    Column("superb_per_rel", "SUPERB-PR PER rel. to upstream", "lower"),
+    Column("abx_within_top", "ABX within % (top)", "lower"),
+    Column("abx_across_top", "ABX across % (top)", "lower"),
+    Column("abx_within_best", "ABX within % (best layer)", "lower"),
+    Column("abx_across_best", "ABX across % (best layer)", "lower"),
 ]
 
 

@@ -177,7 +177,7 @@ def run_demo(upstream: str = PRETRAINED_UPSTREAM, kind: str = "hubert", corpus: 
     analysis_dir = os.path.join(run_dir, "analysis")
     run(
         [
-            python, "scripts/analyze_layers.py",
+            python, "-m", "laser_fairseq.cli.analyze_layers",
             "--checkpoint", upstream,
             "--compare", os.path.join(run_dir, "checkpoints", "checkpoint_last.pt"),
             "--manifest", os.path.join(corpus, "test.tsv"),

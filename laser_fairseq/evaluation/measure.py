@@ -20,9 +20,8 @@ from ..analysis.features import make_perturber
 from ..analysis.layerwise import ABX_MEASURES, analyze_upstream
 from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
 from ..analysis.utterances import load_utterances
-from ..files import sha256_of
+from ..files import sha256_of, write_json
 from ..models.trained_upstream import open_upstream
-from .runs import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def evaluate(checkpoint: str, data: str, split: str, settings: EvalSettings, cac
             return cached
     result = {"stamp": stamp, **measure(checkpoint, stamp["manifest"], settings)}
     os.makedirs(os.path.dirname(cache), exist_ok=True)
-    write_json_atomic(cache, result)
+    write_json(cache, result, sort_keys=True)
     return result
 
 

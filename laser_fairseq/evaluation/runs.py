@@ -122,7 +122,7 @@ def train(run: Run, out: str, log=print) -> dict:
                        f"{os.path.join(folder, 'train.log')}")
     checkpoint = run.checkpoint(out)
     done = {"command": command, "checkpoint": checkpoint, "seconds": round(time.monotonic() - started, 1)}
-    write_json_atomic(os.path.join(folder, DONE), done)
+    write_json(os.path.join(folder, DONE), done, sort_keys=True)
     return done
 
 
@@ -131,7 +131,3 @@ def record_command(out: str, command: Sequence[str]):
     with open(os.path.join(out, "commands.sh"), "a", encoding="utf-8") as handle:
         handle.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}\n{shlex.join(command)}\n")
 
-
-def write_json_atomic(path: str, content: dict):
-    """``content`` as indented JSON with sorted keys, written atomically: the evaluation's record files."""
-    write_json(path, content, sort_keys=True)

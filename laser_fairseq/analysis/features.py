@@ -27,12 +27,11 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from ..data.audio import read_audio
+from ..data.audio import SAMPLE_RATE, read_audio
 from ..data.perturbation import Perturbation, SpeedPitchPerturber
 from ..models.blockwise import BlockwiseUpstream
 from .utterances import Utterance
 
-SAMPLE_RATE = 16_000
 MEL_WINDOW = 400  # 25 ms: the CNN's receptive field
 MEL_HOP = 320  # 20 ms: the CNN's stride, so mel frame t covers the same samples as CNN frame t
 MEL_BINS = 80

@@ -5,6 +5,8 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
+SAMPLE_RATE = 16_000  # the rate HuBERT and WavLM take: the corpora, features and exports of this package
+
 
 _REMOVE_IT = "remove it from the manifest (scripts/prepare_librispeech.py leaves such files out)"
 

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torchaudio
 
-SAMPLE_RATE = 16_000
+from .audio import SAMPLE_RATE
+
 ESPEAK_SAMPLE_RATE = 22_050
 FRAME_WINDOW = 400  # samples: receptive field of the HuBERT / WavLM CNN front end
 FRAME_HOP = 320  # samples: 20 ms, 50 frames per second

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..checkpoint_io import CheckpointError
+from ..data.audio import SAMPLE_RATE
 from ..files import atomic_directory
 from ..models.blockwise import BlockwiseUpstream
 from ..models.hf_checkpoint import (
@@ -37,7 +38,6 @@ from .plan import ExportPlan
 from .verify import check_written_weights
 
 ATOL = 1e-5
-SAMPLE_RATE = 16000
 VERIFICATION_LENGTHS = (16000, 11200, 7040)  # samples of the padded verification batch
 
 

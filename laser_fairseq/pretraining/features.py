@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from ..data.audio import read_audio
+from ..data.audio import SAMPLE_RATE, read_audio
 from ..data.manifest import Manifest
 from ..files import atomic_path, write_text
 
-SAMPLE_RATE = 16_000
 MFCC_WINDOW = 400
 MFCC_HOP = 160
 

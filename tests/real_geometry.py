@@ -20,7 +20,6 @@ own view of the trained upstream. Measured on the project's 2-core machine: 2 mi
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -28,12 +27,12 @@ import torch
 import doc_blocks
 from checkpoint_shapes import max_difference_to_transformers
 from laser_fairseq.checkpoint_io import SAFE_GLOBALS, load_checkpoint
+from laser_fairseq.hydra_command import hydra_train_command, run_folder_overrides
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_unilm_checkpoint, save_checkpoint
 from laser_runs import REPO
 
 DEMO = os.path.join(REPO, "manifests", "demo")
-TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 LAYERS, DIM = 12, 768
 TOP_BLOCKS = (10, 11)
 BASE_CNN = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -54,13 +53,10 @@ def wavlm_base() -> dict:
 
 def laser_command(kind: str, upstream: str, run: str):
     """Step 2 of the README with the project's config; only data, update count and output folders set."""
-    return [
-        TRAIN, "--config-dir", os.path.join(REPO, "examples", "laser", "config"), "--config-name", CONFIGS[kind],
-        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}", f"task.data={DEMO}",
-        f"model.upstream_path={upstream}", f"checkpoint.save_dir={run}",
-        f"common.tensorboard_logdir={os.path.join(run, 'tb')}", f"hydra.run.dir={os.path.join(run, 'hydra')}",
-        "optimization.max_update=2", "dataset.num_workers=1",
-    ]
+    return hydra_train_command(os.path.join(REPO, "examples", "laser", "config"), CONFIGS[kind], {
+        "task.data": DEMO, "model.upstream_path": upstream, **run_folder_overrides(run),
+        "optimization.max_update": 2, "dataset.num_workers": 1,
+    })
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +72,7 @@ def workflow(tmp_path_factory):
         runs.append((subprocess.Popen(laser_command(kind, original, run), cwd=REPO, env=env, stdout=log,
                                       stderr=subprocess.STDOUT), f"{run}.log"))
         log.close()
-        paths[kind] = {"original": original, "laser": os.path.join(run, "checkpoint_last.pt")}
+        paths[kind] = {"original": original, "laser": os.path.join(run, "checkpoints", "checkpoint_last.pt")}
     for process, log in runs:
         if process.wait(timeout=1800) != 0:
             pytest.fail(f"fairseq-hydra-train failed:\n{open(log).read()[-4000:]}")

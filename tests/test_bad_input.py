@@ -8,7 +8,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from laser_fairseq.checkpoint_io import CheckpointError, load_checkpoint
 from laser_fairseq.data.audio import AudioError, load_samples, read_audio
 from laser_fairseq.data.manifest import ManifestError, read_manifest
 from laser_fairseq.data.prepare import check_audio_file
+from laser_fairseq.demo import demo_train_command
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 from laser_fairseq.tiny_upstream import conv_spec, make_tiny_hubert, save_checkpoint
@@ -26,7 +26,6 @@ from laser_fairseq.tiny_upstream import conv_spec, make_tiny_hubert, save_checkp
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_AUDIO = os.path.join(REPO, "manifests", "demo", "audio")
 GOOD_FLAC = os.path.join(DEMO_AUDIO, "s01_v1.flac")
-HYDRA_TRAIN = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
 CNN_RECEPTIVE_FIELD = 400  # samples: kernels (10,5), (3,2) x4, (2,2) x2 of HuBERT / WavLM
 
 
@@ -396,13 +395,7 @@ def test_trainable_layers_out_of_range_names_the_key_and_the_range(tiny_hubert, 
 
 
 def hydra_train(upstream, run_dir, data, overrides=()):
-    command = [
-        HYDRA_TRAIN, "--config-dir", os.path.join(REPO, "examples", "laser", "config"), "--config-name", "demo",
-        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}", f"task.data={data}",
-        f"model.upstream_path={upstream}", f"checkpoint.save_dir={run_dir}/checkpoints",
-        f"common.tensorboard_logdir={run_dir}/tb", f"hydra.run.dir={run_dir}/hydra",
-        "optimization.max_update=2", "dataset.disable_validation=true", *overrides,
-    ]
+    command = demo_train_command(upstream, run_dir, 2, ["dataset.disable_validation=true", *overrides], data=data)
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from laser_fairseq.checkpoint_io import load_checkpoint
+from laser_fairseq.hydra_command import Verbatim, hydra_train_command, run_folder_overrides
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,22 +42,21 @@ def torchrun_command(upstream, run_dir, ddp_backend):
     return [
         TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         HARNESS, os.path.join(run_dir, "ranks"), *harness_options,
-        "--config-dir", os.path.join(REPO, "examples", "laser", "config"), "--config-name", "demo",
-        f"common.user_dir={os.path.join(REPO, 'laser_fairseq')}",
-        f"task.data={os.path.join(REPO, 'manifests', 'demo')}",
-        f"model.upstream_path={upstream}",
-        f"checkpoint.save_dir={os.path.join(run_dir, 'checkpoints')}",
-        f"common.tensorboard_logdir={os.path.join(run_dir, 'tb')}",
-        f"hydra.run.dir={os.path.join(run_dir, 'hydra')}" + "${oc.env:RANK}",
-        f"optimization.max_update={MAX_UPDATE}",
-        "dataset.disable_validation=true",
-        "common.log_interval=1",
-        "distributed_training.distributed_world_size=2",
-        "distributed_training.distributed_rank=${oc.env:RANK}",
-        "distributed_training.distributed_init_method=env://",
-        "distributed_training.distributed_no_spawn=true",
-        "distributed_training.distributed_backend=gloo",
-        f"distributed_training.ddp_backend={ddp_backend}",
+        *hydra_train_command(os.path.join(REPO, "examples", "laser", "config"), "demo", {
+            "task.data": os.path.join(REPO, "manifests", "demo"),
+            "model.upstream_path": upstream,
+            **run_folder_overrides(run_dir),
+            "hydra.run.dir": Verbatim(os.path.join(run_dir, "hydra") + "${oc.env:RANK}"),  # one folder a rank
+            "optimization.max_update": MAX_UPDATE,
+            "dataset.disable_validation": True,
+            "common.log_interval": 1,
+            "distributed_training.distributed_world_size": 2,
+            "distributed_training.distributed_rank": Verbatim("${oc.env:RANK}"),  # from torchrun's environment
+            "distributed_training.distributed_init_method": "env://",
+            "distributed_training.distributed_no_spawn": True,
+            "distributed_training.distributed_backend": "gloo",
+            "distributed_training.ddp_backend": ddp_backend,
+        })[1:],  # the harness runs fairseq-hydra-train's main itself: its arguments without the executable
     ]
 
 

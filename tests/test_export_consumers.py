@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint_shapes import max_difference_to_transformers, with_legacy_args
+from checkpoint_shapes import max_difference_to_transformers, start_laser_run, wait_laser_runs, with_legacy_args
 from laser_fairseq.cli.export_checkpoint import main
 from laser_fairseq.checkpoint_io import SAFE_GLOBALS, load_checkpoint
 from laser_fairseq.export import (
@@ -23,36 +23,19 @@ from laser_fairseq.export import (
     export_checkpoint,
     verify_export,
 )
+from laser_fairseq.hydra_command import hydra_train_command
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "manifests" / "demo"
-TRAIN = str(Path(sys.executable).with_name("fairseq-hydra-train"))
 LAYERS = 4
 TOP_BLOCKS = (2, 3)  # K = 2 of 4
 ATOL = 1e-5
 
 
-def run_laser(upstream: Path, out: Path) -> subprocess.Popen:
-    """Start a 2-update LASER run on the demo corpus (no validation, checkpoint_last.pt only)."""
-    command = [
-        TRAIN, "--config-dir", str(REPO / "examples/laser/config"), "--config-name", "demo",
-        f"common.user_dir={REPO / 'laser_fairseq'}", f"task.data={DEMO}", f"model.upstream_path={upstream}",
-        f"checkpoint.save_dir={out}", f"common.tensorboard_logdir={out / 'tb'}", f"hydra.run.dir={out / 'hydra'}",
-        "optimization.max_update=2", "dataset.batch_size=2", "dataset.disable_validation=true",
-    ]
-    log = open(out.with_suffix(".log"), "w")
-    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=_one_thread_env())
-
-
 def _one_thread_env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-
-
-def _wait(process: subprocess.Popen, log: Path):
-    if process.wait(timeout=600) != 0:
-        pytest.fail(f"fairseq-hydra-train failed:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +43,15 @@ def trained(tmp_path_factory):
     """Tiny originals, their LASER checkpoints and default-format exports (+ HuBERT in s3prl format)."""
     root = tmp_path_factory.mktemp("export")
     paths = {}
-    runs = []
+    runs, run_dirs = [], []
     for kind, make in (("hubert", make_tiny_hubert), ("wavlm", make_tiny_wavlm)):
         original = root / f"tiny_{kind}.pt"
         save_checkpoint(make(layers=LAYERS, dim=64), str(original))
-        out = root / f"laser_{kind}"
-        out.mkdir()
-        runs.append((run_laser(original, out), out.with_suffix(".log")))
+        run_dirs.append(str(root / f"laser_{kind}"))
+        runs.append(start_laser_run(str(original), run_dirs[-1], max_update=2))  # 2 updates, no validation
         paths[f"{kind}_original"] = original
-        paths[f"{kind}_laser"] = out / "checkpoint_last.pt"
-    for process, log in runs:
-        _wait(process, log)
+    for kind, checkpoint in zip(("hubert", "wavlm"), wait_laser_runs(runs, run_dirs)):
+        paths[f"{kind}_laser"] = Path(checkpoint)
     for kind, fmt in (("hubert", None), ("hubert", "s3prl"), ("wavlm", None)):
         name = f"{kind}_export" + (f"_{fmt}" if fmt else "")
         paths[name] = root / f"{name}.pt"
@@ -152,12 +133,11 @@ def test_hubert_ctc_finetuning_starts_from_export(trained, tmp_path):
     """
     data = ctc_data(tmp_path / "data")
     out = tmp_path / "ctc"
-    command = [
-        TRAIN, "--config-dir", str(REPO / "examples/ctc/config"), "--config-name", "hubert_ctc_demo",
-        f"common.user_dir={REPO / 'laser_fairseq'}", f"task.data={data}",
-        f"model.w2v_path={trained['hubert_export']}", f"checkpoint.save_dir={out}", f"hydra.run.dir={out / 'hydra'}",
-        "optimization.max_update=2", "model.freeze_finetune_updates=10", "dataset.disable_validation=true",
-    ]
+    command = hydra_train_command(str(REPO / "examples/ctc/config"), "hubert_ctc_demo", {
+        "task.data": str(data), "model.w2v_path": str(trained["hubert_export"]), "checkpoint.save_dir": str(out),
+        "hydra.run.dir": str(out / "hydra"), "optimization.max_update": 2, "model.freeze_finetune_updates": 10,
+        "dataset.disable_validation": True,
+    })
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=_one_thread_env(), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "num_updates 2" in result.stdout + result.stderr

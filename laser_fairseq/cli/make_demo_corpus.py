@@ -37,7 +37,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.warn(DEPRECATION, DeprecationWarning, stacklevel=2)
-    try:  # 0 would mean "the preset's default" to make_synthetic_corpus; here it is an error, as it always was
+    try:  # 0 would mean "the preset's default" to make_synthetic_corpus; for the demo it is an error
         dataclasses.replace(DEMO_PRESET, valid_sentences=args.valid_sentences).splits()
     except CorpusError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,25 +14,22 @@ so such a state dict loads with ``load_state_dict(strict=True)``, and exposes th
 Behaviour follows the unilm model (``WavLM.extract_features`` with ``mask=False``) with these deliberate
 choices, all of which match how s3prl's ``wavlm`` upstream drives that model:
 
-- padded batches (``BlockwiseUpstream.embed``): each utterance goes through the waveform normalisation
-  (``cfg.normalize``) and the CNN on its own valid samples, so its frames are those of a batch of one, as
-  s3prl normalises each utterance before padding. unilm's batched rule (a frame is padded when all of its
-  ``S // T`` samples are) lets zero padding leak into the group norm of Base models and into frames that
-  partly cover real audio; torchaudio's conv arithmetic ``(L - k) // s + 1`` gives the same frame count
-  as a batch of one.
+- padded batches: each utterance goes through the waveform normalisation (``cfg.normalize``) and the CNN
+  on its own valid samples, as s3prl normalises each utterance before padding (why:
+  :mod:`laser_fairseq.models.blockwise`). unilm's batched rule (a frame is padded when all of its ``S // T``
+  samples are) also lets zero padding into frames that partly cover real audio; torchaudio's conv
+  arithmetic ``(L - k) // s + 1`` gives the same frame count as a batch of one.
 - layerdrop (``encoder_layerdrop``) is accepted and never applied: :meth:`WavLMEncoder.block` always runs
   its block; a caller that wants layerdrop decides itself whether to call it.
 - hidden states follow s3prl: the input of block 0, the output of every block, the last one finalised.
 
 Apart from these, dropout modules use the cfg values in training mode exactly where unilm applies them.
 
-Two inherited properties worth knowing: with ``extractor_mode="default"`` (Base) the GroupNorm on conv 0
-normalises over all samples of the row it is given, so :meth:`WavLMEncoder.conv_features` called directly
-on a zero-padded batch lets the padding into the valid frames, as unilm does (``embed`` avoids this by
-giving it one utterance's valid samples at a time, above); and the legacy ``weight_norm`` on
-``encoder.pos_conv`` keeps the last computed weight as a plain attribute, so ``copy.deepcopy`` fails after a
-forward that built a graph through it (run ``embed`` under ``torch.no_grad()``, as the frozen trunk does, or
-deepcopy before the first forward).
+Two inherited properties worth knowing: :meth:`WavLMEncoder.conv_features` called directly on a zero-padded
+batch lets the padding into the valid frames of Base models, as unilm does (``embed`` does not, above); and
+the legacy ``weight_norm`` on ``encoder.pos_conv`` keeps the last computed weight as a plain attribute, so
+``copy.deepcopy`` fails after a forward that built a graph through it (run ``embed`` under
+``torch.no_grad()``, as the frozen trunk does, or deepcopy before the first forward).
 """
 
 from __future__ import annotations

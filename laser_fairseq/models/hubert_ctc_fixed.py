@@ -1,7 +1,8 @@
 """``hubert_ctc_fixed``: fairseq's ``hubert_ctc`` CTC fine-tuning model, runnable with fairseq-fixed 0.12.3.1.
 
 Use it exactly like ``hubert_ctc`` (``model.w2v_path=`` an original or exported HuBERT checkpoint); see
-``examples/ctc/config/``.
+``examples/ctc/config/``. What stock ``hubert_ctc`` trips on: examples/ctc/README.md, "fairseq-fixed
+0.12.3.1's quirks".
 """
 
 from dataclasses import dataclass, field

@@ -103,7 +103,9 @@ def test_table_aggregates_mean_and_sample_std_per_variant():
 def corpus_and_upstream(tmp_path_factory):
     folder = tmp_path_factory.mktemp("effect")
     corpus = str(folder / "corpus")
-    build_corpus(corpus, CorpusSettings(sentences=10, voices=3, valid_sentences=2, test_sentences=2),
+    # 6 test sentences of seed 3: triphone contexts enough for fastabx to have within-voice ABX cells (the
+    # default seed's sentences have none at this size: fastabx raises EmptyTaskError)
+    build_corpus(corpus, CorpusSettings(sentences=14, voices=3, valid_sentences=2, test_sentences=6, seed=3),
                  workers=1, log=lambda message: None)
     upstream = str(folder / "tiny_hubert.pt")
     save_checkpoint(make_tiny_hubert(), upstream)

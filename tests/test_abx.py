@@ -5,7 +5,6 @@ tiny pretrained HuBERT and a random model of the same shape (scripts/make_tiny_u
 measured once by the script, and the tests read their abx.json.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,18 +15,13 @@ import torch
 
 from laser_fairseq.analysis import abx, abx_fastabx
 from laser_fairseq.cli import abx as abx_cli
+from laser_fairseq.cli import make_tiny_upstream
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
 SETTINGS = CorpusSettings(sentences=20, voices=8, valid_sentences=2, test_sentences=6, seed=3)
 
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(REPO, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def random_upstream(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("abx_random") / "random_tiny_hubert.pt")
-    load_script("make_tiny_upstream").main(["--like", PRETRAINED, "--output", path, "--seed", "1"])
+    make_tiny_upstream.main(["--like", PRETRAINED, "--output", path, "--seed", "1"])
     return path
 
 

@@ -19,7 +19,8 @@ overwritten. See docs/abx.md.
 import argparse
 import os
 import sys
-import time
+
+from .progress import StderrProgress
 
 
 def parse_args(argv=None):
@@ -39,17 +40,6 @@ def parse_args(argv=None):
     return args
 
 
-class StderrProgress:
-    def __init__(self):
-        self.started = time.monotonic()
-
-    def __call__(self, stage: str, done: int, total: int):
-        step = max(1, -(-total // 10))
-        if done == total or done % step == 0:
-            sys.stderr.write(f"{stage}: {done}/{total} ({time.monotonic() - self.started:.0f} s)\n")
-            sys.stderr.flush()
-
-
 def main(argv=None):
     args = parse_args(argv)
     import torch
@@ -65,7 +55,7 @@ def main(argv=None):
         sys.exit("error: --device cuda, but torch sees no CUDA device")
     try:
         record = run_abx(args.upstream, args.data, args.split, args.out, args.max_utterances, args.device,
-                         args.inputs_only, StderrProgress(), log=lambda line: sys.stderr.write(line + "\n"))
+                         args.inputs_only, StderrProgress("abx"), log=lambda line: sys.stderr.write(line + "\n"))
     except (AbxRunError, AbxInputError, FrameLabelError, CheckpointError, ManifestError, AudioError,
             FileNotFoundError) as error:
         sys.exit(f"error: {error}")

@@ -21,7 +21,6 @@ Writes layers.csv, layers.md, layers.png (+ deltas.png with --compare) and summa
 import argparse
 import os
 import sys
-import time
 
 import torch
 
@@ -34,6 +33,7 @@ from ..checkpoint_io import CheckpointError
 from ..data.audio import AudioError
 from ..data.manifest import ManifestError
 from ..models.trained_upstream import OpenedUpstream, open_upstream
+from .progress import StderrProgress
 
 OUTPUT_FILES = {"csv": "layers.csv", "markdown": "layers.md", "plot": "layers.png", "summary": "summary.json"}
 DELTA_PLOT = "deltas.png"
@@ -95,27 +95,6 @@ def output_paths(out_dir: str, comparing: bool) -> dict:
     if comparing:
         files["delta_plot"] = os.path.join(out_dir, DELTA_PLOT)
     return files
-
-
-class StderrProgress:
-    """Progress lines on stderr: rewritten in place on a terminal, every ~10 % otherwise."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.interactive = sys.stderr.isatty()
-        self.started = time.monotonic()
-
-    def __call__(self, stage: str, done: int, total: int):
-        step = max(1, -(-total // 10))
-        if not self.interactive and done != total and done % step:
-            return
-        elapsed = time.monotonic() - self.started
-        line = f"[{self.label}] {stage}: {done}/{total} ({elapsed:.0f} s)"
-        if self.interactive:
-            sys.stderr.write("\r" + line + ("\n" if done == total else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
 
 
 def describe(opened: OpenedUpstream) -> str:

@@ -279,25 +279,11 @@ def load_script(repo: str, name: str):
     if folder not in TOOL_FOLDERS or not os.path.exists(path):
         raise FileNotFoundError(f"{folder}/{name}.py does not exist")
     module_name = f"laser_fairseq.cli.{name}" if folder == "scripts" else f"{folder}.{name}"
-    if folder != "scripts" or importlib.util.find_spec(module_name) is not None:
-        module = importlib.import_module(module_name)
-        if not hasattr(module, "parse_args"):
-            raise AttributeError(f"{module_name} ({folder}/{name}.py) has no parse_args(argv)")
-        return module
-    # a user command whose front door has not moved into laser_fairseq/cli yet (issue #26): the file itself
-    module_name = f"doc_script_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses of the script look their module up there
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
+    if importlib.util.find_spec(module_name) is None:
+        raise ModuleNotFoundError(f"{folder}/{name}.py has no front door {module_name} (docs/contributing.md#conventions)")
+    module = importlib.import_module(module_name)
     if not hasattr(module, "parse_args"):
-        raise AttributeError(f"scripts/{name}.py has no parse_args(argv)")
+        raise AttributeError(f"{module_name} ({folder}/{name}.py) has no parse_args(argv)")
     return module
 
 

@@ -185,9 +185,15 @@ def test_legacy_args_source_exports_with_a_plain_cfg(trained, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def s3prl_hidden_states(expert, source: torch.Tensor):
+def s3prl_vs_laser(expert, laser_run, seed: int, label: str):
+    """(LASER's hidden states, max |difference| to s3prl's ``expert``) on the same random waveform; printed."""
+    source = waveform(seed=seed)
     with torch.no_grad():
-        return expert.eval()([source[0]])["hidden_states"]
+        ours = laser_upstream(laser_run).hidden_states(source)
+        theirs = expert.eval()([source[0]])["hidden_states"]
+    diff = max_hidden_state_diff(theirs, ours)
+    print(f"{label} vs LASER upstream: max |diff| = {diff:.3g}")
+    return ours, diff
 
 
 def test_s3prl_hubert_local_reads_fairseq_export(trained):
@@ -195,11 +201,7 @@ def test_s3prl_hubert_local_reads_fairseq_export(trained):
 
     with torch.serialization.safe_globals(SAFE_GLOBALS):  # s3prl converts it with fairseq's loader
         expert = hubert_local(ckpt=str(trained["hubert_export"]), fairseq=True)
-    source = waveform(seed=1)
-    with torch.no_grad():
-        ours = laser_upstream(trained["hubert_laser"]).hidden_states(source)
-    diff = max_hidden_state_diff(s3prl_hidden_states(expert, source), ours)
-    print(f"s3prl hubert_local(fairseq=True) vs LASER upstream: max |diff| = {diff:.3g}")
+    ours, diff = s3prl_vs_laser(expert, trained["hubert_laser"], 1, "s3prl hubert_local(fairseq=True)")
     assert len(ours) == LAYERS + 1 and diff <= ATOL
 
 
@@ -212,11 +214,7 @@ def test_s3prl_hubert_local_reads_s3prl_format_export(trained):
         load_checkpoint(str(trained["hubert_original"]))["model"],
         trained_weights(trained["hubert_laser"], "upstream.model."),
     )
-    source = waveform(seed=2)
-    with torch.no_grad():
-        ours = laser_upstream(trained["hubert_laser"]).hidden_states(source)
-    diff = max_hidden_state_diff(s3prl_hidden_states(expert, source), ours)
-    print(f"s3prl hubert_local (s3prl format) vs LASER upstream: max |diff| = {diff:.3g}")
+    ours, diff = s3prl_vs_laser(expert, trained["hubert_laser"], 2, "s3prl hubert_local (s3prl format)")
     assert diff <= ATOL
 
 
@@ -229,11 +227,7 @@ def test_s3prl_wavlm_local_reads_unilm_export(trained):
     assert "encoder.pos_conv.0.weight_g" in exported["model"]
     expert = wavlm_local(ckpt=str(trained["wavlm_export"]))
     assert_merged(expert.model.state_dict(), original["model"], trained_weights(trained["wavlm_laser"], "upstream."))
-    source = waveform(seed=3)
-    with torch.no_grad():
-        ours = laser_upstream(trained["wavlm_laser"]).hidden_states(source)
-    diff = max_hidden_state_diff(s3prl_hidden_states(expert, source), ours)
-    print(f"s3prl wavlm_local vs LASER upstream: max |diff| = {diff:.3g}")
+    ours, diff = s3prl_vs_laser(expert, trained["wavlm_laser"], 3, "s3prl wavlm_local")
     assert len(ours) == LAYERS + 1 and diff <= ATOL
 
 

@@ -397,6 +397,16 @@ def _backward_one(n, m, sym, g, wd, wu, wl, off_end, G, stride, col0, GT, stride
 
 
 @njit(nogil=True, cache=True)
+def _scratch_width(problems, t):
+    """Length of the scratch rows for the listed problems (ids; -1 = none): their most rows, plus 2."""
+    width = 2
+    for q in range(problems.shape[0]):
+        if problems[q] >= 0:
+            width = max(width, t[problems[q], 0] + 2)
+    return width
+
+
+@njit(nogil=True, cache=True)
 def _forward_worker(problems, t, D, norms, gamma, wd, wu, wl, values):
     """Forward DP of the listed problems (ids; -1 = none); ``values[p] = R_nm`` (float64).
 
@@ -405,10 +415,7 @@ def _forward_worker(problems, t, D, norms, gamma, wd, wu, wl, values):
     products, every problem's ``rows x cols`` block at its offset; norms: flat squared norms;
     wd/wu/wl: flat weight storage. Releases the GIL.
     """
-    width = 2
-    for q in range(problems.shape[0]):
-        if problems[q] >= 0:
-            width = max(width, t[problems[q], 0] + 2)
+    width = _scratch_width(problems, t)
     s = np.empty((4, width), D.dtype)
     for q in range(problems.shape[0]):
         p = problems[q]
@@ -428,10 +435,7 @@ def _backward_worker(problems, t, G, sums, grads, wd, wu, wl):
     its row length, its column offset, row-sums offset, column-sums offset (-1 none)``. G: flat
     buffer holding all targets; sums: flat row / column sums (zero-initialised). Releases the GIL.
     """
-    width = 2
-    for q in range(problems.shape[0]):
-        if problems[q] >= 0:
-            width = max(width, t[problems[q], 0] + 2)
+    width = _scratch_width(problems, t)
     s = np.empty((8, width), G.dtype)
     for q in range(problems.shape[0]):
         p = problems[q]

@@ -89,9 +89,16 @@ def read_json(path: str):
 
 
 def sha256_of(path: str) -> str:
-    """Hex sha256 of the file's bytes (read in 1 MiB chunks)."""
+    """Hex sha256 of a file's bytes, or of a directory's files (each file's path relative to the directory,
+    then its bytes, in sorted path order: a Hugging Face export folder gets one digest)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    files = [path]
+    if os.path.isdir(path):
+        files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names)
+    for name in files:
+        if name != path:
+            digest.update(os.path.relpath(name, path).encode())
+        with open(name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()

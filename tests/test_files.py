@@ -1,4 +1,4 @@
-"""laser_fairseq/files.py: atomic writes of files and directories, and a file's sha256."""
+"""laser_fairseq/files.py: atomic writes of files and directories, and the sha256 of a file or a directory."""
 
 import hashlib
 import os
@@ -17,6 +17,18 @@ def test_sha256_of_is_the_files_sha256_in_any_size(tmp_path):
     assert sha256_of(str(empty)) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     assert sha256_of(str(small)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert sha256_of(str(large)) == hashlib.sha256(data).hexdigest()
+
+
+def test_sha256_of_a_directory_digests_relative_paths_and_bytes_in_sorted_order(tmp_path):
+    folder = tmp_path / "export"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.json").write_bytes(b"{}")
+    (folder / "sub" / "a.bin").write_bytes(b"xyz")
+    (folder / "a.txt").write_bytes(b"abc")
+    expected = hashlib.sha256(b"a.txtabc" + b"b.json{}" + os.path.join("sub", "a.bin").encode() + b"xyz")
+    assert sha256_of(str(folder)) == expected.hexdigest()
+    (folder / "b.json").rename(folder / "c.json")  # same bytes under another name: another digest
+    assert sha256_of(str(folder)) != expected.hexdigest()
 
 
 def test_atomic_directory_replaces_an_existing_one_only_when_the_block_succeeds(tmp_path):

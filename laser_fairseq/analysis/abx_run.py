@@ -13,8 +13,7 @@ import os
 from typing import Callable, Optional
 
 from ..checkpoint_io import CheckpointError
-from ..evaluation.s3prl_upstream import sha256
-from ..files import read_json, write_json
+from ..files import read_json, sha256_of, write_json
 from ..models.trained_upstream import open_upstream
 from .abx import abx_of_upstream, abx_settings, load_abx_split
 
@@ -61,7 +60,7 @@ def run_abx(upstream: str, data: str, split: str, out: str, max_utterances: Opti
     if not os.path.exists(upstream):
         raise CheckpointError(f"{upstream}: upstream not found (--upstream): give a HuBERT/WavLM/LASER checkpoint "
                               f"file or a Hugging Face directory")
-    upstream_sha256 = sha256(upstream)
+    upstream_sha256 = sha256_of(upstream)
     manifest = os.path.join(data, f"{split}.tsv")
     if finished_result(out, upstream_sha256, manifest, max_utterances) is not None:
         return None

@@ -24,19 +24,14 @@ import sys
 
 import torch
 
-from ..analysis import abx, report
+from ..analysis import abx, report, run
 from ..analysis.features import DEFAULT_PITCH_SHIFTS, DEFAULT_SPEED_FACTORS, make_perturber
-from ..analysis.layerwise import analyze_upstream
 from ..analysis.phone_labels import DEFAULT_PROBE_TRAIN_UTTERANCES, load_phone_probe_labels
 from ..analysis.utterances import load_utterances
 from ..checkpoint_io import CheckpointError
 from ..data.audio import AudioError
 from ..data.manifest import ManifestError
-from ..models.trained_upstream import OpenedUpstream, open_upstream
 from .progress import StderrProgress
-
-OUTPUT_FILES = {"csv": "layers.csv", "markdown": "layers.md", "plot": "layers.png", "summary": "summary.json"}
-DELTA_PLOT = "deltas.png"
 
 
 def parse_args(argv=None):
@@ -79,51 +74,21 @@ def parse_args(argv=None):
     return args
 
 
-def checkpoint_name(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
-
-
 def default_output_dir(args) -> str:
-    name = checkpoint_name(args.checkpoint)
+    name = run.checkpoint_name(args.checkpoint)
     if args.compare:
-        name = f"{name}_vs_{checkpoint_name(args.compare)}"
+        name = f"{name}_vs_{run.checkpoint_name(args.compare)}"
     return os.path.join("outputs", "analysis", name)
 
 
-def output_paths(out_dir: str, comparing: bool) -> dict:
-    files = {key: os.path.join(out_dir, name) for key, name in OUTPUT_FILES.items()}
-    if comparing:
-        files["delta_plot"] = os.path.join(out_dir, DELTA_PLOT)
-    return files
-
-
-def describe(opened: OpenedUpstream) -> str:
-    kind = opened.upstream.kind
-    if opened.laser_checkpoint is None:
-        return f"{kind}, original checkpoint, {opened.upstream.num_layers} blocks"
-    return (
-        f"{kind}, LASER checkpoint: {opened.trainable_layers} trained top blocks, {opened.num_updates} updates, "
-        f"upstream {opened.source_path}"
+def analyze(path: str, label: str, args, utterance_set, perturber, phones, abx_split, out_dir: str):
+    split_name = os.path.splitext(os.path.basename(args.manifest))[0]
+    return run.analyze_checkpoint(
+        path, label, upstream_path=args.upstream, device=args.device, seed=args.seed, utterance_set=utterance_set,
+        perturber=perturber, phones=phones, progress=StderrProgress(label),
+        log=lambda line: sys.stderr.write(line + "\n"), abx_split=abx_split,
+        item_path=os.path.join(out_dir, f"{split_name}.item"),
     )
-
-
-def analyze(path: str, label: str, args, utterance_set, perturber, phones, abx_split=None,
-            out_dir: str = "") -> report.LabelledAnalysis:
-    sys.stderr.write(f"[{label}] opening {path}\n")
-    opened = open_upstream(path, args.upstream)
-    upstream = opened.upstream.to(args.device).eval()
-    phone_labels, phone_labels_missing = phones
-    collector = abx.LayerFrameCollector(abx_split) if abx_split is not None else None
-    analysis = analyze_upstream(
-        upstream, utterance_set, perturber, args.seed, args.device, progress=StderrProgress(label),
-        phone_labels=phone_labels, phone_labels_missing=phone_labels_missing, each_utterance=collector,
-    )
-    if collector is not None:
-        sys.stderr.write(f"[{label}] ABX of {len(analysis.layers)} layers (fastabx)\n")
-        os.makedirs(out_dir, exist_ok=True)
-        split_name = os.path.splitext(os.path.basename(args.manifest))[0]
-        abx.add_layer_abx(analysis.layers, collector, os.path.join(out_dir, f"{split_name}.item"))
-    return report.LabelledAnalysis(f"{label}: {checkpoint_name(path)}", path, describe(opened), analysis)
 
 
 def main(argv=None):
@@ -131,7 +96,7 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda, but torch sees no CUDA device")
     out_dir = args.out or default_output_dir(args)
-    files = output_paths(out_dir, bool(args.compare))
+    files = run.output_paths(out_dir, bool(args.compare))
     existing = [path for path in files.values() if os.path.exists(path)]
     if existing and not args.force:
         sys.exit(f"error: {', '.join(existing)} exist(s); pass --force to replace, or choose --out")
@@ -167,22 +132,11 @@ def main(argv=None):
         "probe_train_utterances": args.probe_train_utterances,
         "abx": abx.abx_settings() if args.abx else None,
     }
-    write_outputs(files, main_analysis, compare, settings)
+    run.write_outputs(files, main_analysis, compare, settings)
     print(report.markdown_report(main_analysis, compare, settings))
     print("wrote:")
     for path in files.values():
         print(f"  {path}")
-
-
-def write_outputs(files: dict, main_analysis, compare, settings: dict):
-    os.makedirs(os.path.dirname(files["csv"]) or ".", exist_ok=True)
-    report.write_csv(files["csv"], main_analysis, compare)
-    with open(files["markdown"], "w", encoding="utf-8") as handle:
-        handle.write(report.markdown_report(main_analysis, compare, settings))
-    report.plot_measures(files["plot"], main_analysis, compare)
-    if compare is not None:
-        report.plot_deltas(files["delta_plot"], main_analysis, compare)
-    report.write_summary(files["summary"], main_analysis, compare, settings, files)
 
 
 if __name__ == "__main__":

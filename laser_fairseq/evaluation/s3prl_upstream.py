@@ -13,7 +13,6 @@ Files that none of these can load stop with a :class:`~laser_fairseq.checkpoint_
 the file and what to pass instead.
 """
 
-import hashlib
 import os
 import shutil
 from typing import List
@@ -22,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint_io import CheckpointError, load_checkpoint
+from ..files import sha256_of
 from ..models import upstream as upstream_formats
 from ..models.trained_upstream import is_laser_checkpoint, open_upstream
 from .s3prl_compat import s3prl_environment
@@ -30,21 +30,6 @@ DOWNSAMPLE_RATE = 320  # samples per frame of HuBERT / WavLM
 S3PRL_HUBERT = "s3prl_hubert"
 S3PRL_WAVLM = "s3prl_wavlm"
 OURS = "laser_fairseq"
-
-
-def sha256(path: str) -> str:
-    """sha256 of a file, or of a directory's files (sorted names and contents)."""
-    digest = hashlib.sha256()
-    files = [path]
-    if os.path.isdir(path):
-        files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names)
-    for name in files:
-        if os.path.isdir(path):
-            digest.update(os.path.relpath(name, path).encode())
-        with open(name, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def upstream_route(path: str) -> str:
@@ -106,7 +91,7 @@ def build_expert(path: str, work_dir: str) -> nn.Module:
             return hubert_local(ckpt=path)
         os.makedirs(work_dir, exist_ok=True)
         copy = os.path.join(work_dir, "upstream.pt")
-        if not os.path.isfile(copy) or sha256(copy) != sha256(path):
+        if not os.path.isfile(copy) or sha256_of(copy) != sha256_of(path):
             shutil.copyfile(path, copy)
             stale = os.path.join(work_dir, "upstream.converted.pt")
             if os.path.exists(stale):

@@ -15,13 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-from ..files import read_json, write_json
+from ..files import read_json, sha256_of, write_json
 from . import records as rows
 from . import table
 from .measure import EvalSettings, evaluate
 from .results import write_results
 from .runs import Run, RunError, TrainingSettings, finished, train
-from .s3prl_upstream import sha256
 from .variants import Variant
 from .yardsticks import YardstickSettings, abx_of_layers, superb_per
 
@@ -92,7 +91,7 @@ def measure_run(run: Run, out: str, split: str, settings: EvalSettings) -> dict:
 def check_out(options: StudyOptions):
     """``out/study.json`` records the upstream (path, sha256) and the data of a study; another upstream in the
     same --out is refused before anything is written."""
-    stamp = {"upstream": options.upstream, "upstream_sha256": sha256(options.upstream), "data": options.data}
+    stamp = {"upstream": options.upstream, "upstream_sha256": sha256_of(options.upstream), "data": options.data}
     path = os.path.join(options.out, STAMP)
     if os.path.exists(path):
         held = read_json(path)

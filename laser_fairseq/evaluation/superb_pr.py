@@ -22,9 +22,9 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 
 from ..checkpoint_io import CheckpointError
-from ..files import write_json
+from ..files import sha256_of, write_json
 from .s3prl_compat import s3prl_environment, superb_pr_class
-from .s3prl_upstream import project_upstream, sha256
+from .s3prl_upstream import project_upstream
 
 CORPUS_SPLITS = ("train", "valid", "test")
 TEST_STAGE = 4  # s3prl's ASR.run stage that tests the valid-best checkpoint on each test csv
@@ -242,7 +242,7 @@ def run_superb_pr(upstream: str, data: str, out: str, preset: str = "miniature",
     if not test_splits:
         raise SuperbPRError("no test split given: pass at least one (e.g. test)")
     check_corpus(data, test_splits)
-    upstream_sha = sha256(upstream)
+    upstream_sha = sha256_of(upstream)
     check_out(out, upstream_sha)
     from .s3prl_upstream import upstream_route
 

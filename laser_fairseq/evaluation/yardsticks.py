@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 from ..analysis import abx
-from ..files import read_json, write_json
+from ..files import read_json, sha256_of, write_json
 from ..models.trained_upstream import open_upstream
-from .s3prl_upstream import sha256
 from .superb_pr import run_superb_pr, test_name
 
 
@@ -46,7 +45,7 @@ def abx_of_layers(model: str, data: str, split: str, layers: Sequence[str], fold
     """``{layer: {"within": %, "across": %}}`` of ``model``'s ``layers`` on ``data/<split>``; layers measured
     before (same checkpoint bytes, manifest and utterance limit) are read from ``folder/abx_<split>.json``."""
     cache = os.path.join(folder, f"abx_{split}.json")
-    stamp = {"checkpoint_sha256": sha256(model), "manifest": os.path.join(data, f"{split}.tsv"),
+    stamp = {"checkpoint_sha256": sha256_of(model), "manifest": os.path.join(data, f"{split}.tsv"),
              "max_utterances": settings.abx_max_utterances, "abx": abx.abx_settings()}
     cached = read_json(cache) if os.path.exists(cache) else {}
     scores = dict(cached.get("layers", {})) if cached.get("stamp") == stamp else {}

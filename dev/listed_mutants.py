@@ -22,7 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from laser_fairseq.checkout import REPO
+
 COPIED = ("laser_fairseq", "tests", "manifests", "scripts", "benchmarks", "dev", "examples", "pyproject.toml")
 FAST_DESELECT = (
     "--deselect", "tests/test_bad_input.py::test_fairseq_hydra_train_stops_with_the_message_and_writes_no_checkpoint",

@@ -10,8 +10,8 @@ from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
 CLUSTER_LABEL_DIR = "/checkpoint/wnhsu/experiments/hubert/kmeans_20210121/km_dataset_librivox.model_iter_2.all"
 

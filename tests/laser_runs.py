@@ -10,8 +10,7 @@ from laser_fairseq.checkpoint_io import load_checkpoint
 # what `make demo` runs and reads, and what laser-gpu-check checks of a run
 from laser_fairseq.demo import check_laser_run, demo_train_command, logged_values  # noqa: F401
 from laser_fairseq.tiny_upstream import save_checkpoint
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from laser_fairseq.checkout import REPO
 
 
 def save_tiny_upstreams(folder, makers) -> dict:

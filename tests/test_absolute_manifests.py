@@ -11,8 +11,8 @@ import pytest
 from fairseq_tasks import audio_finetuning_split, hubert_pretraining_split
 from laser_fairseq.data.manifest import ManifestError, read_manifest, write_absolute_copies
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
 SCRIPT = os.path.join(REPO, "scripts", "absolute_manifests.py")
 TINY = CorpusSettings(sentences=3, voices=2, valid_sentences=1, test_sentences=1)

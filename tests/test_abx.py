@@ -17,11 +17,10 @@ from laser_fairseq.analysis import abx, abx_fastabx
 from laser_fairseq.cli import abx as abx_cli
 from laser_fairseq.cli import make_tiny_upstream
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
 SETTINGS = CorpusSettings(sentences=20, voices=8, valid_sentences=2, test_sentences=6, seed=3)
-
 
 
 @pytest.fixture(scope="module")

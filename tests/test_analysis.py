@@ -24,8 +24,8 @@ from laser_fairseq.checkpoint_io import SAFE_GLOBALS
 from laser_fairseq.data.audio import read_audio
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_TRAIN = os.path.join(REPO, "manifests", "demo", "train.tsv")
 
 

@@ -22,8 +22,8 @@ from laser_fairseq.demo import demo_train_command
 from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 from laser_fairseq.tiny_upstream import conv_spec, make_tiny_hubert, save_checkpoint
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_AUDIO = os.path.join(REPO, "manifests", "demo", "audio")
 GOOD_FLAC = os.path.join(DEMO_AUDIO, "s01_v1.flac")
 CNN_RECEPTIVE_FIELD = 400  # samples: kernels (10,5), (3,2) x4, (2,2) x2 of HuBERT / WavLM

@@ -27,8 +27,8 @@ import pytest
 
 from benchmarks import phone_probe, soft_dtw, training_step
 from laser_fairseq import bench_results
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 
 

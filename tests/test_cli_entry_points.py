@@ -7,9 +7,7 @@ import importlib.util
 import inspect
 import os
 import tomllib
-
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from laser_fairseq.checkout import REPO
 
 
 def console_commands() -> dict:

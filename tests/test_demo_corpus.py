@@ -11,8 +11,8 @@ import soundfile as sf
 from laser_fairseq.cli import make_demo_corpus, make_synthetic_corpus
 from laser_fairseq.data.demo_corpus import DEMO_PRESET
 from laser_fairseq.data.synthetic_corpus import build_preset
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = os.path.join(REPO, "manifests", "demo")
 SAME_TEXT = [f"{split}.{suffix}" for split in ("train", "valid") for suffix in ("wrd", "ltr", "sent", "voice")]
 

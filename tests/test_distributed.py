@@ -23,8 +23,8 @@ import torch
 from laser_fairseq.checkpoint_io import load_checkpoint
 from laser_fairseq.hydra_command import Verbatim, hydra_train_command, run_folder_overrides
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 HARNESS = os.path.join(REPO, "tests", "fairseq_rank_dump.py")
 MAX_UPDATE = 3

@@ -16,8 +16,8 @@ import soundfile as sf
 
 import doc_blocks
 from doc_blocks import Block, read_blocks
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = doc_blocks.doc_files(REPO)
 BLOCKS = [block for doc in DOCS for block in read_blocks(os.path.join(REPO, doc))]
 README_LIMIT = 12 * 1024

@@ -23,12 +23,12 @@ from laser_fairseq.export import (
     export_checkpoint,
     verify_export,
 )
+from laser_fairseq.checkout import REPO
 from laser_fairseq.hydra_command import hydra_train_command
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, make_tiny_wavlm, save_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "manifests" / "demo"
+DEMO = Path(REPO) / "manifests" / "demo"
 LAYERS = 4
 TOP_BLOCKS = (2, 3)  # K = 2 of 4
 ATOL = 1e-5
@@ -133,7 +133,7 @@ def test_hubert_ctc_finetuning_starts_from_export(trained, tmp_path):
     """
     data = ctc_data(tmp_path / "data")
     out = tmp_path / "ctc"
-    command = hydra_train_command(str(REPO / "examples/ctc/config"), "hubert_ctc_demo", {
+    command = hydra_train_command(os.path.join(REPO, "examples", "ctc", "config"), "hubert_ctc_demo", {
         "task.data": str(data), "model.w2v_path": str(trained["hubert_export"]), "checkpoint.save_dir": str(out),
         "hydra.run.dir": str(out / "hydra"), "optimization.max_update": 2, "model.freeze_finetune_updates": 10,
         "dataset.disable_validation": True,
@@ -347,7 +347,7 @@ def test_clear_errors_for_wrong_inputs(trained, tmp_path):
 
 
 def test_command_line(trained, tmp_path):
-    script = REPO / "scripts" / "export_checkpoint.py"
+    script = Path(REPO) / "scripts" / "export_checkpoint.py"
     output = tmp_path / "cli.pt"
     argv = ["--checkpoint", str(trained["wavlm_laser"]), "--output", str(output)]
     first = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300)

@@ -17,9 +17,9 @@ import ast
 import os
 import subprocess
 from typing import Dict, Iterator, List, Optional, Set
+from laser_fairseq.checkout import REPO
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "laser_fairseq"
 TOOL_FOLDERS = ("scripts", "benchmarks", "dev")
 SCRIPT_LINES = 150
@@ -184,8 +184,24 @@ def test_the_sys_path_reader_sees_every_form(tmp_path):
 # ------------------------------------------------------------------------------------------------ scripts
 
 
-def test_scripts_are_short_front_doors():
-    scripts = sorted(f"scripts/{name}" for name in os.listdir(os.path.join(REPO, "scripts")) if name.endswith(".py"))
+def test_scripts_and_their_front_doors_are_short():
+    """scripts/NAME.py (the shims) and laser_fairseq/cli/NAME.py (the front doors they call) parse and call."""
+    scripts = [f"{folder}/{name}" for folder in ("scripts", "laser_fairseq/cli")
+               for name in sorted(os.listdir(os.path.join(REPO, folder))) if name.endswith(".py")]
+    assert len(scripts) > 2 * 10
     problems = [script_problem(path) for path in scripts]
     assert not [problem for problem in problems if problem], "\n".join(filter(None, problems))
 
+
+def module_constants(path: str, name: str) -> List[int]:
+    """Lines of ``path`` that assign the module-level name ``name``."""
+    tree = ast.parse(open(os.path.join(REPO, path), encoding="utf-8").read(), path)
+    return [node.lineno for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name) and target.id == name]
+
+
+def test_the_repository_root_has_one_home():
+    """REPO (the checkout's root) is defined in laser_fairseq/checkout.py only; everything else imports it."""
+    homes = [f"{path}:{line}" for path in repository_python_files() for line in module_constants(path, "REPO")]
+    assert homes == ["laser_fairseq/checkout.py:7"]

@@ -17,8 +17,8 @@ from laser_fairseq.export import ExportError, export_checkpoint
 from laser_fairseq.export.model_card import CardOptions, ModelCardError
 from laser_fairseq.tiny_upstream import save_checkpoint
 from test_analysis import laser_checkpoint_with_new_top_blocks
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = os.path.join(REPO, "examples", "laser_effect", "run1", "results.json")  # the first run: 3 seeds of every variant
 
 

@@ -42,8 +42,8 @@ from laser_fairseq.data.audio import read_audio
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
 
 from test_analysis import laser_checkpoint_with_new_top_blocks, read_rows  # noqa: E402 (pytest puts tests/ on the path)

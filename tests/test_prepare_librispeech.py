@@ -18,8 +18,8 @@ from laser_fairseq.data import prepare as prep
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 from worker_pools import recording_worker_context
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
 SCRIPT = os.path.join(REPO, "scripts", "prepare_librispeech.py")
 SUBSET = "train-clean-100"

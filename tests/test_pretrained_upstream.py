@@ -11,8 +11,8 @@ import torch
 from laser_fairseq.checkpoint_io import SAFE_GLOBALS, load_checkpoint
 from laser_fairseq.data.audio import read_audio
 from laser_fairseq.models.upstream import build_upstream
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKPOINT = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
 SHA256 = "6b7eee1dd6b777227e0e3f7637d0eaa3f7de9f92613120de42be0e92ebe274e8"  # named in its README
 AUDIO = os.path.join(REPO, "manifests", "demo", "audio")

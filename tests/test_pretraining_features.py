@@ -19,8 +19,8 @@ from laser_fairseq.models.upstream import build_upstream
 from laser_fairseq.pretraining import features, kmeans
 from laser_fairseq.pretraining.schedule import KmeansSettings
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_TRAIN = os.path.join(REPO, "manifests", "demo", "train.tsv")
 SIMPLE_KMEANS = os.path.join(os.path.dirname(fairseq.__file__), "examples", "hubert", "simple_kmeans")
 

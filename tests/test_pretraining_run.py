@@ -27,8 +27,8 @@ import yaml
 from laser_fairseq.checkpoint_io import SAFE_GLOBALS, load_checkpoint
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.models.upstream import build_upstream
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
 DRIVER = os.path.join(REPO, "scripts", "pretrain_hubert.py")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}

@@ -16,8 +16,8 @@ from laser_fairseq.pretraining.schedule import (
     load_schedule,
     parse_schedule,
 )
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = os.path.join(REPO, "examples", "hubert_pretraining")
 
 

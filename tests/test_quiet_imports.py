@@ -14,8 +14,8 @@ import sys
 import pytest
 
 import laser_fairseq
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "laser_fairseq")
 
 

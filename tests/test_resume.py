@@ -19,8 +19,8 @@ import pytest
 
 from laser_fairseq.hydra_command import hydra_train_command, run_folder_overrides
 from laser_runs import assert_bit_identical, saved_update
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The demo's 65 training pairs make 9 batches of 8: epoch 1 is updates 1-9, epoch 2 starts at update 10.
 # Saves at updates 5, 9 (end of epoch 1), 10 and 15. The run is killed as soon as the save at update 10
 # is logged, i.e. somewhere in update 11, five updates before the next save: checkpoint_last.pt is then

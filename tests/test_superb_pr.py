@@ -13,8 +13,8 @@ import pytest
 
 from laser_fairseq.evaluation import s3prl_compat
 from laser_fairseq.evaluation.superb_pr import SuperbPRError, run_superb_pr
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "manifests", "demo")
 STEPS = 4
 SMALL = dict(steps=STEPS, eval_step=2, batch_size=4)

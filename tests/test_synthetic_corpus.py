@@ -28,8 +28,8 @@ from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.data.prepare import letters
 from laser_fairseq.data.sentences import transcript
 from laser_fairseq.data.synthetic_corpus import SPLITS, CorpusSettings, build_corpus
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "make_synthetic_corpus.py")
 SETTINGS = CorpusSettings(sentences=12, voices=8, valid_sentences=2, test_sentences=2, seed=3)
 SCRIPT_ARGS = ["--sentences", "12", "--voices", "8", "--valid-sentences", "2", "--test-sentences", "2", "--seed", "3"]

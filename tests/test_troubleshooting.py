@@ -15,8 +15,8 @@ from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+from laser_fairseq.checkout import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE = os.path.join(REPO, "docs", "troubleshooting.md")
 QUOTE = re.compile(r"^### `([^`]+)`$")
 SOURCE = re.compile(r"^\*From (.+?)\.\*")

@@ -9,8 +9,7 @@ from laser_fairseq.analysis.phone_labels import load_phone_probe_labels
 from laser_fairseq.analysis.utterances import load_utterances
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
 from laser_fairseq.data.voice_split import VoiceSplitError, make_voice_split
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from laser_fairseq.checkout import REPO
 
 
 @pytest.fixture(scope="module")

@@ -36,11 +36,11 @@ import os
 import shlex
 import sys
 
+from ..checkout import REPO
 from ..evaluation.measure import EvalSettings
 from ..evaluation.superb_pr import PRESETS
 from ..evaluation.variants import VARIANTS
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CONFIG_DIR = os.path.join(REPO, "examples", "laser_effect", "config")
 
 

@@ -11,10 +11,8 @@ split .wrd .ltr .sent .voice .phones (espeak's phones) .phn (one phone per 50 Hz
 count), plus dict.ltr.txt, dict.phn.txt, voices.tsv, sentences.tsv and corpus.json. The same arguments give
 byte-identical output (the manifests' root line names --out). See docs/synthetic_corpus.md.
 
-The manifests' root line is the absolute path of --out/audio, as fairseq's wav2vec_manifest.py writes it:
-fairseq's own tasks (audio_finetuning, hubert_pretraining) join it with the working directory. With
---relative-root it is "audio", relative to the manifest's folder, for a corpus to move or commit (the
-project's reader resolves it; scripts/absolute_manifests.py writes copies fairseq's tasks read).
+The manifests' root line is the absolute path of --out/audio, or with --relative-root "audio", relative to the
+manifest's folder, for a corpus to move or commit (why: docs/synthetic_corpus.md#the-manifests-root-line).
 
 --preset demo makes the committed demo corpus instead (16 fixed sentences x 5 voices, train/valid, root "audio"):
 

@@ -85,9 +85,9 @@ It is NOT meant for real training: every file is espeak-ng speech.
 The side files have one line per audio line of the manifest with the same
 name (the root line is not counted). The manifest root `audio` is relative to
 the folder holding the manifest, so the committed corpus works from any
-checkout; laser-fairseq resolves it against that folder. fairseq's own tasks
-join it with the working directory: give them the absolute copies
-`python scripts/absolute_manifests.py manifests/demo --out DEST` writes.
+checkout; fairseq's own tasks need the absolute copies
+`python scripts/absolute_manifests.py manifests/demo --out DEST` writes (why:
+docs/synthetic_corpus.md#the-manifests-root-line).
 
 ## Sentences
 

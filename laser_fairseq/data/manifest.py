@@ -1,10 +1,8 @@
 """fairseq audio manifests (tsv): a root directory line, then ``relative/path<TAB>num_samples`` per file.
 
-The corpus tools write an absolute root, as fairseq's ``wav2vec_manifest.py`` does, so fairseq's own tasks
-(``audio_finetuning``, ``hubert_pretraining``), which join the root with the working directory, read them
-from anywhere. A relative root (committed, portable corpora such as ``manifests/demo``, and manifests from
-older versions) is resolved here against the manifest's own folder; ``write_absolute_copies``
-(``scripts/absolute_manifests.py``) turns such a folder into one fairseq's tasks read.
+The root is absolute (what the corpus tools write) or relative to the manifest's own folder (committed corpora
+such as ``manifests/demo``), resolved here; ``write_absolute_copies`` makes a relative-root folder one that
+fairseq's own tasks read. Why both: docs/synthetic_corpus.md#the-manifests-root-line.
 """
 
 import os

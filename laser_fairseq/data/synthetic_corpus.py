@@ -3,9 +3,8 @@
 Layout of the output folder (see docs/synthetic_corpus.md for the contract other code relies on):
 
 - ``audio/<sentence_id>_<voice_id>.flac``: 16 kHz mono 16-bit FLAC;
-- ``{train,valid,test}.tsv``: root line ``OUT/audio`` as an absolute path (as fairseq's ``wav2vec_manifest.py``
-  writes it, so fairseq's own tasks read the manifests from any working directory; with ``relative_root``
-  ``audio``, relative to the manifest's folder, for a corpus to move or commit), then
+- ``{train,valid,test}.tsv``: root line ``OUT/audio`` as an absolute path (with ``relative_root``: ``audio``,
+  relative to the manifest's folder; why: docs/synthetic_corpus.md#the-manifests-root-line), then
   ``<utt>.flac<TAB>num_samples``, sorted by sentence then voice;
 - per split, one line per audio line: ``.wrd`` (words), ``.ltr`` (letters), ``.sent`` (sentence id),
   ``.voice`` (voice id), ``.phones`` (espeak's phones, pauses left out), ``.phn`` (one phone per 50 Hz frame);

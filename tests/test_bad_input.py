@@ -26,6 +26,14 @@ from laser_fairseq.checkout import REPO
 
 DEMO_AUDIO = os.path.join(REPO, "manifests", "demo", "audio")
 GOOD_FLAC = os.path.join(DEMO_AUDIO, "s01_v1.flac")
+
+
+def demo_line(name: str) -> str:
+    """The manifest line of a committed demo file: its name and its true number of samples."""
+    return f"{name}\t{sf.info(os.path.join(DEMO_AUDIO, name)).frames}"
+
+
+GOOD_LINE = demo_line("s01_v1.flac")
 CNN_RECEPTIVE_FIELD = 400  # samples: kernels (10,5), (3,2) x4, (2,2) x2 of HuBERT / WavLM
 
 
@@ -76,7 +84,7 @@ def laser_model(tiny_hubert):
 def test_malformed_manifest_lines_name_file_and_line(tmp_path, line, expected):
     os.makedirs(tmp_path / "audio")
     shutil.copy(GOOD_FLAC, tmp_path / "audio")
-    path = write_manifest(str(tmp_path), ["s01_v1.flac\t32993", line])
+    path = write_manifest(str(tmp_path), [GOOD_LINE, line])
     with pytest.raises(ManifestError, match=rf"{path}:3: {expected}"):
         read_manifest(path)
 
@@ -152,7 +160,7 @@ def test_an_unreadable_file_without_a_place_is_named_alone(tmp_path):
 
 
 def test_a_root_line_that_is_not_a_directory_is_named(tmp_path):
-    path = write_manifest(str(tmp_path), ["s01_v1.flac\t32993"], root="no_such_folder")
+    path = write_manifest(str(tmp_path), [GOOD_LINE], root="no_such_folder")
     with pytest.raises(ManifestError, match=rf"{path}:1: the audio root {tmp_path}/no_such_folder is not a directory"):
         read_manifest(path)
 
@@ -195,7 +203,7 @@ def test_bad_audio_names_manifest_line_file_and_fix(tmp_path, name):
     os.makedirs(tmp_path / "audio")
     shutil.copy(GOOD_FLAC, tmp_path / "audio")
     write(str(tmp_path / "audio" / name))
-    manifest = write_manifest(str(tmp_path), ["s01_v1.flac\t32993", f"{name}\t16000"])
+    manifest = write_manifest(str(tmp_path), [GOOD_LINE, f"{name}\t16000"])
     task = make_task(tmp_path)
     task.load_dataset("train")
     dataset = task.datasets["train"]
@@ -218,8 +226,8 @@ def test_read_audio_alone_names_the_file(tmp_path):
 def test_short_utterances_are_left_out_counted_and_logged(tmp_path, caplog):
     os.makedirs(tmp_path / "audio")
     shutil.copy(GOOD_FLAC, tmp_path / "audio")
-    sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[:300], 16000)
-    manifest = write_manifest(str(tmp_path), ["s01_v1.flac\t32993", "short.flac\t300", "short.flac\t300"])
+    sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[8000 : 8000 + 300], 16000)
+    manifest = write_manifest(str(tmp_path), [GOOD_LINE, "short.flac\t300", "short.flac\t300"])
     task = make_task(tmp_path)
     with caplog.at_level(logging.WARNING):
         task.load_dataset("train")
@@ -229,7 +237,7 @@ def test_short_utterances_are_left_out_counted_and_logged(tmp_path, caplog):
 
 def test_a_split_with_only_short_utterances_says_which_option_to_change(tmp_path):
     os.makedirs(tmp_path / "audio")
-    sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[:300], 16000)
+    sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[8000 : 8000 + 300], 16000)
     write_manifest(str(tmp_path), ["short.flac\t300"])
     with pytest.raises(ValueError, match="every utterance is shorter than min_sample_size=8000; lower task.min_sample_size"):
         make_task(tmp_path).load_dataset("train")
@@ -238,7 +246,7 @@ def test_a_split_with_only_short_utterances_says_which_option_to_change(tmp_path
 def test_a_min_sample_size_below_the_receptive_field_after_speed_up_is_refused(tmp_path):
     os.makedirs(tmp_path / "audio")
     shutil.copy(GOOD_FLAC, tmp_path / "audio")
-    write_manifest(str(tmp_path), ["s01_v1.flac\t32993"])
+    write_manifest(str(tmp_path), [GOOD_LINE])
     needed = math.ceil(CNN_RECEPTIVE_FIELD * 1.1)  # the default speed factors go up to 1.1
     with pytest.raises(ValueError, match=rf"min_sample_size={needed - 1} is too small: .* at least {needed} samples"):
         make_task(tmp_path, min_sample_size=needed - 1).load_dataset("train")
@@ -271,7 +279,7 @@ def test_the_shortest_accepted_item_runs_through_the_model_in_both_views(tmp_pat
 
 def test_a_manifest_claiming_more_samples_than_the_file_has_is_reported(tmp_path):
     os.makedirs(tmp_path / "audio")
-    sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[:300], 16000)
+    sf.write(str(tmp_path / "audio" / "short.flac"), good_wav()[8000 : 8000 + 300], 16000)
     manifest = write_manifest(str(tmp_path), ["short.flac\t32000"])
     task = make_task(tmp_path)
     task.load_dataset("train")
@@ -413,8 +421,8 @@ def test_fairseq_hydra_train_stops_with_the_message_and_writes_no_checkpoint(tmp
     for name in ("s01_v1.flac", "s02_v1.flac"):
         shutil.copy(os.path.join(DEMO_AUDIO, name), data / "audio")
     (data / "audio" / "broken.flac").write_bytes(b"\x00" * 50_000)
-    write_manifest(str(data), ["s01_v1.flac\t32993", "broken.flac\t40000", "s02_v1.flac\t30000"])
-    write_manifest(str(data), ["s01_v1.flac\t32993"], name="valid.tsv")
+    write_manifest(str(data), [GOOD_LINE, "broken.flac\t40000", demo_line("s02_v1.flac")])
+    write_manifest(str(data), [GOOD_LINE], name="valid.tsv")
     layers_dir, audio_dir = str(tmp_path / "layers"), str(tmp_path / "audio_run")
     state = make_tiny_hubert()
     state["extra_state"]["note"] = fractions.Fraction(1, 3)

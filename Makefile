@@ -4,7 +4,7 @@
 #   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
 #   make test      install, then the test suite (prints its 15 slowest steps; fails if it changed `git status`)
 #   make real-geometry   install, then the README's workflow (train, export, load) at HuBERT/WavLM Base shape (3-7 min)
-#   make bench     install, then the benchmarks (soft-DTW, training step, phone probe); their result files go to
+#   make bench     install, then the benchmarks (soft-DTW, training step, phone probe, yardsticks); their result files go to
 #                  BENCH_OUT (default: the committed benchmarks/results, which the docs quote) -- running it
 #                  deliberately updates the committed results; `make bench BENCH_OUT=outputs/bench` does not
 #   make mutate    install, then mutation testing of one scope of the core (default: composition, ~7 min); docs/mutation_report*.md
@@ -74,6 +74,7 @@ bench: install
 	$(PY) benchmarks/phone_probe.py --utterances 3000 --seconds 2 --dim 768 --out $(BENCH_OUT)
 	$(PY) benchmarks/phone_probe.py --utterances 3000 --train-utterances 3000 --seconds 2 --dim 768 \
 	  --name phone_probe_train3000 --out $(BENCH_OUT)
+	$(PY) benchmarks/yardsticks.py --out $(BENCH_OUT)
 
 # mutmut over the core modules with the fast tests ([tool.mutmut] in pyproject.toml, docs/contributing.md).
 # A fresh run each time (mutants/ is mutmut's working copy); MUTATE_JOBS mutants are tested at once.

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import pytest
 
-from benchmarks import phone_probe, soft_dtw, training_step
+from benchmarks import phone_probe, soft_dtw, training_step, yardsticks
 from laser_fairseq import bench_results
 from laser_fairseq.checkout import REPO
 
@@ -384,6 +385,18 @@ def test_phone_probe_benchmark_writes_its_record(tmp_path):
     assert speed["total_s"] == pytest.approx(speed["statistics_s"] + speed["solve_s"] + speed["predict_and_score_s"])
     assert 0 <= speed["accuracy"] <= 1 and speed["frames_per_utterance"] == 24
     assert record["settings"]["train_utterances"] == 10 and "out" not in record["settings"]
+
+
+def test_yardsticks_benchmark_times_each_call_against_its_target(tmp_path, monkeypatch):
+    slow = yardsticks.timed("abx", lambda: time.sleep(0.05) or {"per": 0.4})
+    assert slow["wall_s"] >= 0.05 and slow["target_s"] == 120 and slow["target_met"] and slow["result"] == {"per": 0.4}
+    monkeypatch.setitem(yardsticks.TARGET_SECONDS, "probe", 0.01)  # a target the call misses
+    assert yardsticks.timed("probe", lambda: time.sleep(0.05))["target_met"] is False
+    argv = ["--data", str(tmp_path), "--skip", "superb_pr", "--skip", "abx", "--out", str(tmp_path / "results")]
+    yardsticks.main(argv)  # both left out: only the record of the run (nothing built, nothing measured)
+    record = bench_results.read("yardsticks", str(tmp_path / "results"))
+    assert record["results"] == {} and record["command"] == "python benchmarks/yardsticks.py " + " ".join(argv)
+    assert record["settings"]["upstream"].endswith("tiny_progressive_hubert.pt")
 
 
 def test_step_record_renders_the_printed_table():

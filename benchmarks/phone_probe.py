@@ -35,16 +35,10 @@ import torch
 
 from laser_fairseq.analysis import phone_probe
 from laser_fairseq.analysis.features import log_mel_frames
-from laser_fairseq.analysis.phone_labels import (
-    SILENCE,
-    evenly_spaced,
-    frame_count,
-    read_frame_labels,
-    read_phone_dict,
-    selection_mask,
-)
+from laser_fairseq.analysis.phone_labels import evenly_spaced, read_frame_labels, read_phone_dict, selection_mask
 from laser_fairseq.analysis.utterances import load_utterances
 from laser_fairseq.data.audio import read_audio
+from laser_fairseq.data.frames import SILENCE, frame_count
 from laser_fairseq.data.manifest import read_manifest
 
 RIDGE_STRENGTHS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # x the number of frames

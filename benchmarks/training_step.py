@@ -56,8 +56,9 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 
+from laser_fairseq.data.audio import SAMPLE_RATE  # noqa: E402
+
 ALPHA, SIGMA, MARGIN, GAMMA = 0.4, 0.0, 1.1, 0.1
-SAMPLE_RATE = 16_000
 
 
 def parse_args(argv=None):

@@ -55,6 +55,7 @@ SCOPES: Dict[str, List[str]] = {
     "corpus": [
         "laser_fairseq/data/prepare.py",
         "laser_fairseq/data/synthesis.py",
+        "laser_fairseq/data/frames.py",
         "laser_fairseq/data/synthetic_corpus.py",
         "laser_fairseq/data/sentences.py",
         "laser_fairseq/data/workers.py",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from laser_fairseq.data.audio import read_audio
+from laser_fairseq.data.audio import SAMPLE_RATE, read_audio
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.data.paired_dataset import PairedPerturbedAudioDataset
 from laser_fairseq.data.perturbation import (
@@ -23,7 +23,7 @@ from laser_fairseq.data.perturbation import (
 )
 from laser_fairseq.tasks.laser_task import LaserTask, LaserTaskConfig
 
-SAMPLE_RATE = 16_000
+
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests", "demo")
 
 

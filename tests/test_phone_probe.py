@@ -16,6 +16,7 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from laser_fairseq.analysis import phone_probe
@@ -32,13 +33,13 @@ from laser_fairseq.analysis.alignments import (
 from laser_fairseq.analysis.phone_labels import (
     FrameLabelError,
     format_phone_dict,
-    frame_count,
     load_phone_probe_labels,
     read_frame_labels,
     read_phone_dict,
 )
 from laser_fairseq.analysis.utterances import load_utterances
 from laser_fairseq.data.audio import read_audio
+from laser_fairseq.data.frames import frame_count
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
@@ -471,8 +472,10 @@ def test_converter_script_writes_labels_the_probe_reads_and_refuses_bad_input(tm
     from laser_fairseq.cli import alignments_to_frame_labels as converter
 
     corpus = tmp_path / "c"
-    corpus.mkdir()
-    root = read_manifest(os.path.join(DEMO, "valid.tsv")).root
+    root = corpus / "audio"
+    root.mkdir(parents=True)
+    for name, samples in (("s14_v1", 29352), ("s14_v2", 29048), ("s14_v3", 31020)):  # the TextGrids' lengths
+        sf.write(str(root / f"{name}.flac"), 0.1 * np.sin(np.arange(samples) * 0.05), 16000, subtype="PCM_16")
     (corpus / "train.tsv").write_text(f"{root}\ns14_v1.flac\t29352\ns14_v2.flac\t29048\n")
     (corpus / "valid.tsv").write_text(f"{root}\ns14_v3.flac\t31020\n")
     grids = tmp_path / "aligned" / "speaker" / "chapter"

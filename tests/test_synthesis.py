@@ -17,6 +17,7 @@ import torch
 import torchaudio
 
 from laser_fairseq.data import synthesis
+from laser_fairseq.data.frames import SILENCE, frame_centre, frame_count
 from laser_fairseq.data.synthesis import PhoneEvent, RawSpeech, Voice
 
 # espeak_GetParameter(parameter, current=1) reads back what espeak_SetParameter set (speak_lib.h)
@@ -87,7 +88,7 @@ def test_the_noise_seed_also_seeds_the_c_library():
 
 def test_a_sentence_pause_closes_every_utterance():
     raw = synthesis.synthesise_raw("The brave otter swam past the bridge.", synthesis.VOICES[0], 1)
-    last_phone = max(event.sample for event in raw.events if event.name != synthesis.SILENCE)
+    last_phone = max(event.sample for event in raw.events if event.name != SILENCE)
     closing = [event.sample for event in raw.events if event.sample > last_phone]
     assert (closing[-1] - closing[0]) / raw.sample_rate > 0.25  # espeak's end-of-sentence pause (ENDPAUSE)
 
@@ -99,7 +100,7 @@ def test_event_sample_and_millisecond_fields_agree():
         assert 0 <= event.sample * 1000 / raw.sample_rate - event.audio_position_ms < 1
     assert [e.sample for e in raw.events] == sorted(e.sample for e in raw.events)
     assert raw.events[-1].sample == raw.samples.size  # the closing pause event sits at the end of the output
-    assert raw.events[-1].name == synthesis.SILENCE
+    assert raw.events[-1].name == SILENCE
     assert raw.samples.dtype == np.int16 and np.abs(raw.samples).max() > 3_000
 
 
@@ -111,7 +112,7 @@ def test_phone_events_are_the_phonemiser_sequence():
         espeak.set_voice(voice)
         phonemised = espeak.text_to_phonemes(text)
     assert len(phonemised) > 20 and any(p[0] in synthesis.STRESS_MARKS for p in phonemised)
-    spoken = [event.name for event in raw.events if event.name != synthesis.SILENCE]
+    spoken = [event.name for event in raw.events if event.name != SILENCE]
     assert spoken == [synthesis.normalise_phone(p) for p in phonemised]
 
 
@@ -282,5 +283,6 @@ def test_labels_follow_the_frame_centre_rule():
     assert synthesis.frame_labels(starts, phones, 1_500) == ["sil", "a", "b", "sil"]
     assert synthesis.frame_labels((Fraction(0), Fraction(199), Fraction(201)), ("sil", "a", "b"), 400) == ["a"]
     assert synthesis.frame_labels(starts, phones, 399) == []
-    assert synthesis.num_frames(399) == 0 and synthesis.num_frames(400) == 1 and synthesis.num_frames(719) == 1
-    assert synthesis.num_frames(720) == 2 and synthesis.num_frames(16_000) == 49
+    assert frame_count(399) == 0 and frame_count(400) == 1 and frame_count(719) == 1
+    assert frame_count(720) == 2 and frame_count(16_000) == 49
+    assert frame_centre(0) == 200 and frame_centre(2) == 840

@@ -24,6 +24,7 @@ import torchaudio
 
 from laser_fairseq.cli import make_synthetic_corpus
 from laser_fairseq.data import synthesis
+from laser_fairseq.data.frames import frame_count
 from laser_fairseq.data.manifest import read_manifest
 from laser_fairseq.data.prepare import letters
 from laser_fairseq.data.sentences import transcript
@@ -160,7 +161,7 @@ def test_label_counts_equal_the_upstream_cnn_frame_counts(corpus):
         for (_, num_samples), line in zip(utterances(corpus, split), labels):
             with torch.no_grad():
                 frames = cnn(torch.zeros(1, num_samples)).shape[-1]
-            assert len(line.split()) == frames == synthesis.num_frames(num_samples)
+            assert len(line.split()) == frames == frame_count(num_samples)
 
 
 def test_silence_is_labelled_at_both_ends_and_is_silent(corpus):

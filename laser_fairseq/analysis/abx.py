@@ -23,12 +23,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.audio import read_audio
+from ..data.audio import SAMPLE_RATE, read_audio
 from ..data.manifest import read_manifest
 from ..models.blockwise import BlockwiseUpstream
 from . import abx_fastabx
-from .features import SAMPLE_RATE, layer_frames, layer_names
-from .phone_labels import DICT_NAME, LABELS_EXTENSION, SILENCE, check_frame_count, read_frame_labels, read_phone_dict
+from .features import layer_frames, layer_names
+from ..data.frames import SILENCE
+from .phone_labels import DICT_NAME, LABELS_EXTENSION, check_frame_count, read_frame_labels, read_phone_dict
 from .utterances import Utterance, load_utterances, side_file_path
 
 INPUT_NAMES = ("log-mel", "mfcc")  # the reference rows, in the order of input_baselines.input_frames

@@ -23,7 +23,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.manifest import Manifest, summarize_problems
-from .phone_labels import SAMPLE_RATE, SILENCE, frame_count, frame_label_times
+from ..data.audio import SAMPLE_RATE
+from ..data.frames import SILENCE, frame_count
+from .phone_labels import frame_label_times
 
 DEFAULT_SILENCE_NAMES = ("sil", "sp", "spn", "SIL", "<eps>")
 DEFAULT_TIER = "phones"

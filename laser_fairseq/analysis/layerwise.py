@@ -26,11 +26,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from torch import Tensor
 
-from ..data.audio import read_audio
+from ..data.audio import SAMPLE_RATE, read_audio
 from ..data.perturbation import SpeedPitchPerturber
 from ..models.blockwise import BlockwiseUpstream
 from . import measures, phone_probe
-from .features import SAMPLE_RATE, UtteranceLayers, iter_utterance_layers, layer_frames, layer_names
+from .features import UtteranceLayers, iter_utterance_layers, layer_frames, layer_names
 from .phone_labels import PhoneProbeLabels, check_frame_count
 from .utterances import UtteranceSet
 

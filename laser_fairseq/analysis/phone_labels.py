@@ -20,13 +20,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.audio import SAMPLE_RATE
+from ..data.frames import SILENCE, frame_centre, frame_count
 from ..data.manifest import Manifest, read_manifest, summarize_problems
-from .features import SAMPLE_RATE
 from .utterances import Utterance, UtteranceSet, load_utterances, side_file_path
 
-FRAME_WINDOW = 400  # samples: the CNN's receptive field (25 ms)
-FRAME_HOP = 320  # samples: the CNN's stride (20 ms)
-SILENCE = "sil"
 LABELS_EXTENSION = "phn"
 DICT_NAME = "dict.phn.txt"
 SELECTION_EVERY = 5  # every 5th training group (sentence, else utterance) chooses the probe's shrinkage
@@ -36,14 +34,9 @@ class FrameLabelError(ValueError):
     """Frame labels that cannot be used; the message names the file, the line and what to do."""
 
 
-def frame_count(num_samples: int) -> int:
-    """Upstream frames of ``num_samples`` samples (HuBERT / WavLM CNN: 400-sample window, 320 hop)."""
-    return max(0, (num_samples - FRAME_WINDOW) // FRAME_HOP + 1)
-
-
 def frame_label_times(num_frames: int) -> np.ndarray:
-    """(T,) time in seconds at which each frame takes its label: sample 320 t + 200."""
-    return (np.arange(num_frames) * FRAME_HOP + FRAME_WINDOW // 2) / SAMPLE_RATE
+    """(T,) time in seconds at which each frame takes its label (``frames.frame_centre``)."""
+    return frame_centre(np.arange(num_frames)) / SAMPLE_RATE
 
 
 # ------------------------------------------------------------------------------------------ dictionary

@@ -35,8 +35,9 @@ from laser_fairseq.analysis.alignments import (
     symbol_counts,
     utterance_id,
 )
-from laser_fairseq.analysis.phone_labels import DICT_NAME, LABELS_EXTENSION, SILENCE, format_phone_dict
+from laser_fairseq.analysis.phone_labels import DICT_NAME, LABELS_EXTENSION, format_phone_dict
 from laser_fairseq.analysis.utterances import side_file_path
+from laser_fairseq.data.frames import SILENCE
 from laser_fairseq.data.manifest import ManifestError, read_manifest
 from laser_fairseq.files import write_texts
 

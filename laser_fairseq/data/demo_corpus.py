@@ -9,7 +9,8 @@ Regenerate it with ``python scripts/make_synthetic_corpus.py --preset demo --out
 from typing import Dict, List
 
 from .sentences import Sentence
-from .synthesis import SAMPLE_RATE, Voice
+from .audio import SAMPLE_RATE
+from .synthesis import Voice
 from .synthetic_corpus import Preset, Record
 
 # Written for this corpus: short, phonetically varied, digit-free (digits would be spoken as words and break the

@@ -42,11 +42,9 @@ import torch
 import torchaudio
 
 from .audio import SAMPLE_RATE
+from .frames import SILENCE, frame_centre, frame_count
 
 ESPEAK_SAMPLE_RATE = 22_050
-FRAME_WINDOW = 400  # samples: receptive field of the HuBERT / WavLM CNN front end
-FRAME_HOP = 320  # samples: 20 ms, 50 frames per second
-SILENCE = "sil"
 STRESS_MARKS = "',"  # put in front of a stressed syllable's vowel by espeak's phoneme events
 
 # speak_lib.h (API revision 12)
@@ -364,17 +362,6 @@ def to_utterance(raw: RawSpeech, edge_silence: int) -> Utterance:
     return Utterance(samples=samples, phone_starts=tuple(starts), phones=tuple(phones), spoken=spoken)
 
 
-def num_frames(num_samples: int) -> int:
-    """Frames the upstream CNN gives for ``num_samples`` samples (0 when shorter than one window)."""
-    if num_samples < FRAME_WINDOW:
-        return 0
-    return (num_samples - FRAME_WINDOW) // FRAME_HOP + 1
-
-
 def frame_labels(phone_starts: Sequence[Fraction], phones: Sequence[str], num_samples: int) -> List[str]:
-    """The phone covering the centre sample ``320 t + 200`` of each of the ``num_frames`` frames."""
-    labels = []
-    for frame in range(num_frames(num_samples)):
-        centre = frame * FRAME_HOP + FRAME_WINDOW // 2
-        labels.append(phones[bisect_right(phone_starts, centre) - 1])
-    return labels
+    """The phone covering the centre sample (``frames.frame_centre``) of each of the ``frame_count`` frames."""
+    return [phones[bisect_right(phone_starts, frame_centre(frame)) - 1] for frame in range(frame_count(num_samples))]

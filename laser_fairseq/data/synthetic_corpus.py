@@ -34,9 +34,11 @@ import torch
 import torchaudio
 
 from . import synthesis
+from .audio import SAMPLE_RATE
+from .frames import FRAME_HOP, FRAME_WINDOW, SILENCE, frame_count
 from .prepare import letter_dictionary, letters
 from .sentences import Sentence, SentenceError, draw_sentences
-from .synthesis import FRAME_HOP, FRAME_WINDOW, SAMPLE_RATE, VOICES, Voice
+from .synthesis import VOICES, Voice
 from .word_lists import GRAMMAR_VERSION
 from .workers import clean_worker_context
 
@@ -253,7 +255,7 @@ def corpus_description(settings: CorpusSettings, by_split: Dict[str, List[Record
             "sentences": len({r.sentence_id for r in records}),
             "voices": len({r.voice_id for r in records}),
             "seconds": round(sum(r.num_samples for r in records) / SAMPLE_RATE, 3),
-            "frames": sum(synthesis.num_frames(r.num_samples) for r in records),
+            "frames": sum(frame_count(r.num_samples) for r in records),
         }
         for split, records in by_split.items()
     }
@@ -271,7 +273,7 @@ def corpus_description(settings: CorpusSettings, by_split: Dict[str, List[Record
                   "synthesiser_sample_rate": synthesis.ESPEAK_SAMPLE_RATE},
         "frames": {"window": FRAME_WINDOW, "hop": FRAME_HOP, "label_rate": SAMPLE_RATE // FRAME_HOP,
                    "count": "floor((samples - 400) / 320) + 1",
-                   "label": "phone covering sample 320 * t + 200", "silence": synthesis.SILENCE},
+                   "label": "phone covering sample 320 * t + 200", "silence": SILENCE},
         "counts": counts,
         "phones": sorted(phone_counts),
     }

@@ -10,7 +10,8 @@ import numpy as np
 from torch import Tensor
 
 from ..analysis import phone_probe
-from ..analysis.features import SAMPLE_RATE, log_mel_frames
+from ..analysis.features import log_mel_frames
+from ..data.audio import SAMPLE_RATE
 from ..analysis.layerwise import train_frame_probes
 from ..analysis.phone_labels import PhoneProbeLabels
 from ..data.audio import read_audio

@@ -12,6 +12,7 @@ from laser_fairseq.analysis.collapse import effective_rank, mean_pairwise_cosine
 from laser_fairseq.analysis.utterances import load_utterances
 from laser_fairseq.data.audio import read_audio
 from laser_fairseq.data.synthetic_corpus import CorpusSettings, build_corpus
+from laser_fairseq.checkout import REPO
 from laser_fairseq.cli import evaluate_laser
 from laser_fairseq.evaluation import records as rows
 from laser_fairseq.evaluation import table
@@ -97,6 +98,29 @@ def test_table_aggregates_mean_and_sample_std_per_variant():
     assert summary["upstream"]["phone_acc_top"].std is None
     markdown = table.markdown_table(records, [table.Column("phone_acc_top", "acc", "higher")])
     assert "| laser | 3 | 0.600 ± 0.141 |" in markdown and "| upstream | 1 | 0.400 |" in markdown
+
+
+def test_yardstick_table_gives_per_relative_change_and_abx_per_variant():
+    abx = dict(abx_within_top=9.04, abx_across_top=9.26, abx_within_best=9.4, abx_across_best=11.75)
+    records = [{"variant": "laser", "seed": 1, "superb_per": 0.49, "superb_per_rel": 0.035, **abx},
+               {"variant": "laser", "seed": 2, "superb_per": 0.45, "superb_per_rel": -0.071, **abx},
+               {"variant": "upstream", "seed": 1, "superb_per": 0.474, "superb_per_rel": 0.0, **abx}]
+    lines = table.yardstick_table(records).splitlines()
+    assert len(lines) == 2 + 2 and lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == 10
+    assert lines[2] == ("| laser | 2 | 0.470 ± 0.028 | -1.8 % ± 7.5 | 0.490 (+3.5 %), 0.450 (-7.1 %) | 9.0 ± 0.0 "
+                        "| 9.3 ± 0.0 | 9.4 ± 0.0 | 11.8 ± 0.0 |")
+    assert lines[3] == "| upstream | 1 | 0.474 | reference | 0.474 | 9.0 | 9.3 | 9.4 | 11.8 |"
+
+
+@pytest.mark.parametrize("stem", ["results", "results_test_unseen_voices"])
+def test_the_effect_readme_shows_the_committed_yardstick_tables(stem):
+    """examples/laser_effect/README.md's SUPERB-PR / ABX tables are the rendering of the committed results."""
+    effect = os.path.join(REPO, "examples", "laser_effect")
+    with open(os.path.join(effect, f"{stem}.json"), encoding="utf-8") as handle:
+        records = json.load(handle)["records"]
+    assert {r["variant"] for r in records} == set(VARIANTS) and len(records) == 3 * len(VARIANTS)
+    with open(os.path.join(effect, "README.md"), encoding="utf-8") as handle:
+        assert table.yardstick_table(records) in handle.read()
 
 
 @pytest.fixture(scope="module")

@@ -176,6 +176,21 @@ QUOTES: List[Quote] = [
                          r"later calls (\d+) ms per 4 s utterance", rf"its first call took {NUMBER} s",
                          r"and left (\d+) MB resident"),
     Quote("examples/laser/README.md", rf"at load {NUMBER} on 2 cores", "training_step", LOAD_BEFORE, ".1f"),
+    # docs/superb.md and examples/abx/README.md: the yardsticks' cost
+    Quote("docs/superb.md", rf"`benchmarks/yardsticks.py`: {NUMBER} s wall-clock", "yardsticks",
+          "results.superb_pr.wall_s", ".1f"),
+    Quote("docs/superb.md", rf"wall-clock, {NUMBER} s CPU for the committed", "yardsticks",
+          "results.superb_pr.cpu_s", ".1f"),
+    Quote("docs/superb.md", rf"tiny HuBERT at load average {NUMBER},", "yardsticks", "load_average.before.0", ".1f"),
+    Quote("examples/abx/README.md", rf"test utterances\) at load average {NUMBER}:", "yardsticks",
+          "load_average.before.0", ".1f"),
+    Quote("examples/abx/README.md", rf"average [\d.]+: {NUMBER} s wall-clock", "yardsticks", "results.abx.wall_s", ".1f"),
+    Quote("examples/abx/README.md", rf"\(encoding {NUMBER} s, scoring [\d.]+ s\), against", "yardsticks",
+          "results.abx.result.seconds.encoding", ".1f"),
+    Quote("examples/abx/README.md", rf"scoring {NUMBER} s\), against", "yardsticks",
+          "results.abx.result.seconds.scoring", ".1f"),
+    Quote("examples/abx/README.md", r"study's corpus \((\d+) test utterances\)", "yardsticks",
+          "results.abx.result.utterances", ".0f"),
 ]
 
 

@@ -119,3 +119,58 @@ def test_only_rank_zero_checks_the_save_dir_and_both_ranks_get_its_answer(tmp_pa
         assert open(answer_file).read() == "null"  # what the peer received: nothing to resume from
     warned = "fairseq starts from scratch and will overwrite them" in caplog.text
     assert warned == (rank == 0)
+
+
+# ----------------------------------------------------------------------------------------------- a step
+
+
+@pytest.fixture(scope="module")
+def one_step(valid_task, tmp_path_factory):
+    """A tiny LASER model, its criterion, fairseq's Adam over its trainable parameters and one valid batch."""
+    from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
+    from omegaconf import OmegaConf
+
+    from laser_fairseq.criterions.laser_criterion import LaserCriterion, LaserCriterionConfig
+    from laser_fairseq.models.laser_model import LaserModel, LaserModelConfig
+    from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
+
+    upstream = str(tmp_path_factory.mktemp("upstream") / "tiny_hubert.pt")
+    save_checkpoint(make_tiny_hubert(), upstream)
+    model = LaserModel.build_model(LaserModelConfig(upstream_path=upstream, trainable_layers=2))
+    criterion = LaserCriterion(LaserCriterionConfig(soft_dtw_backend="torch"), valid_task)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = FairseqAdam(OmegaConf.structured(FairseqAdamConfig(lr=[1e-4], tpu=False)), trainable)
+    sample = next(iter(batch_iterator(valid_task, max_sentences=2).next_epoch_itr(shuffle=False)))
+    return model, criterion, optimizer, sample, trainable
+
+
+def gradients_after_step(task, one_step, update_num, ignore_grad=False):
+    model, criterion, optimizer, sample, trainable = one_step
+    optimizer.zero_grad()
+    loss, sample_size, logging_output = task.train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+    assert torch.isfinite(loss) and sample_size == logging_output["sample_size"] == 2
+    assert model.training
+    return [p.grad.abs().sum().item() for p in trainable if p.grad is not None]
+
+
+def test_a_step_trains_and_a_stop_signal_ends_the_run_after_it(valid_task, one_step, tmp_path, caplog):
+    """train_step is fairseq's step (forward, loss, backward, ignore_grad honoured) after asking the stop
+    signals; a recorded signal sets the run's stop_time_hours so that fairseq stops after this update."""
+    from omegaconf import OmegaConf
+
+    from laser_fairseq.preemption import STOP_NOW_HOURS, StopSignals
+
+    task = LaserTask(task_config(tmp_path))
+    assert task.stop_signals is None  # built in Python: no launch, no signal handling
+    grads = gradients_after_step(task, one_step, update_num=5)
+    assert len(grads) == len(one_step[4]) and sum(grads) > 0
+    assert sum(gradients_after_step(task, one_step, update_num=6, ignore_grad=True)) == 0
+
+    run = OmegaConf.create({"optimization": {"stop_time_hours": 0.0}})
+    task.stop_signals = StopSignals([], run)
+    gradients_after_step(task, one_step, update_num=7)
+    assert run.optimization.stop_time_hours == 0.0 and not task.stop_signals.stopping
+    task.stop_signals.received = 10  # what the handler records on SIGUSR1
+    assert sum(gradients_after_step(task, one_step, update_num=8)) > 0  # the update in progress still trains
+    assert run.optimization.stop_time_hours == STOP_NOW_HOURS and task.stop_signals.stopping
+    assert "received SIGUSR1: saving a checkpoint after update 9 and stopping" in caplog.text

@@ -174,3 +174,51 @@ def test_a_step_trains_and_a_stop_signal_ends_the_run_after_it(valid_task, one_s
     assert sum(gradients_after_step(task, one_step, update_num=8)) > 0  # the update in progress still trains
     assert run.optimization.stop_time_hours == STOP_NOW_HOURS and task.stop_signals.stopping
     assert "received SIGUSR1: saving a checkpoint after update 9 and stopping" in caplog.text
+
+
+def launch_config(save_dir, max_update=10, **task):
+    """The task config as fairseq-hydra-train hands it over: a child of the whole run's config."""
+    from omegaconf import OmegaConf
+
+    run = OmegaConf.create({"optimization": {"max_update": max_update, "stop_time_hours": 0.0, "max_epoch": 0}})
+    run.task = OmegaConf.structured(task_config(save_dir, **task))
+    return run
+
+
+def checkpoint_at(save_dir, num_updates: int) -> None:
+    """A checkpoint_last.pt as fairseq's trainer writes it, reduced to what resuming reads."""
+    os.makedirs(save_dir, exist_ok=True)
+    torch.save({"model": {"w": torch.zeros(2)},
+                "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 1, "version": 2}},
+                "optimizer_history": [{"criterion_name": "LaserCriterion", "num_updates": num_updates}]},
+               os.path.join(save_dir, LAST))
+
+
+@pytest.mark.parametrize("done, expected_max_epoch", [(None, 0), (4, 0), (10, -1)])
+def test_a_training_launch_handles_stop_signals_and_trains_nothing_when_finished(
+        tmp_path, caplog, done, expected_max_epoch):
+    import signal
+
+    from laser_fairseq.preemption import StopSignals
+
+    save_dir = str(tmp_path / "checkpoints")
+    if done is not None:
+        checkpoint_at(save_dir, done)
+    run = launch_config(save_dir, stop_signals=["USR2"])
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        task = LaserTask.setup_task(run.task)
+        assert isinstance(task.stop_signals, StopSignals) and task.stop_signals.signals == [signal.SIGUSR2]
+        assert task.stop_signals.run_cfg is run and signal.getsignal(signal.SIGUSR2) == task.stop_signals._record
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+    assert run.optimization.max_epoch == expected_max_epoch  # -1: fairseq skips its epoch loop
+    assert ("the run is finished, nothing is trained" in caplog.text) == (expected_max_epoch == -1)
+
+
+def test_loading_a_trained_model_or_a_task_config_alone_handles_no_signal(tmp_path):
+    checkpoint_at(str(tmp_path / "checkpoints"), 10)
+    run = launch_config(str(tmp_path / "checkpoints"))
+    assert LaserTask.setup_task(run.task, from_checkpoint=True).stop_signals is None
+    assert run.optimization.max_epoch == 0
+    assert LaserTask.setup_task(task_config(str(tmp_path / "checkpoints"))).stop_signals is None

@@ -241,7 +241,8 @@ def test_a_drawn_swap_puts_the_perturbed_view_first():
 
 
 def demo_task(**overrides) -> LaserTask:
-    cfg = LaserTaskConfig(data=DEMO, seed=4, train_subset="train", max_sample_size=24_000, **overrides)
+    # max_sample_size above most demo utterances (1.6-2.6 s): their sizes differ, so the length order is visible
+    cfg = LaserTaskConfig(data=DEMO, seed=4, train_subset="train", max_sample_size=40_000, **overrides)
     task = LaserTask(cfg)
     for split in ("train", "valid"):
         task.load_dataset(split)
@@ -259,6 +260,7 @@ def test_the_task_fixes_validation_draws_across_epochs_and_redraws_training_ones
     assert epoch_draws(valid, 1) == epoch_draws(valid, 2) == epoch_draws(valid, 9)
     assert epoch_draws(train, 1) != epoch_draws(train, 2)
     # training order is reshuffled among equal lengths each epoch; validation order never changes
+    assert len(set(train.sizes.tolist())) > 20 and len(set(valid.sizes.tolist())) > 5  # lengths to order by
     assert list(valid.ordered_indices()) == list(np.argsort(valid.sizes, kind="stable")[::-1])
     orders = set()
     for epoch in (1, 2, 3, 4):
@@ -375,3 +377,17 @@ def test_the_perturber_shifts_with_its_own_pitch_tolerance():
     assert measured == pytest.approx(semitones_of(Fraction(8, 7)), abs=0.02)
     with pytest.raises(ValueError, match="no pitch ratio within 0.0 semitones"):
         SpeedPitchPerturber(SAMPLE_RATE, (1.0,), (2.0,), pitch_tolerance=0.0)  # refused up front
+
+
+def test_without_shuffling_equal_lengths_keep_their_manifest_order():
+    """Longest first, ties in (reversed) manifest order: a stable sort, so an unshuffled order is the same on
+    every machine and numpy version (the default quicksort orders ties of 65 items differently)."""
+    manifest = read_manifest(os.path.join(DEMO, "train.tsv"))
+    dataset = PairedPerturbedAudioDataset(
+        manifest, SpeedPitchPerturber(SAMPLE_RATE, (1.0,), (0.0,)), SAMPLE_RATE, max_sample_size=30_000,
+        min_sample_size=8_000, seed=0, shuffle=False,
+    )
+    expected = [int(i) for i in np.argsort(dataset.sizes, kind="stable")[::-1]]
+    assert [int(i) for i in np.argsort(dataset.sizes)[::-1]] != expected  # ties the default sort reorders
+    assert [int(i) for i in dataset.ordered_indices()] == expected
+    assert list(dataset.sizes[expected]) == sorted(dataset.sizes, reverse=True)

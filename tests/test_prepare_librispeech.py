@@ -2,6 +2,7 @@
 
 import inspect
 import io
+import glob
 import locale
 import multiprocessing
 import os
@@ -590,3 +591,28 @@ def test_cli_writes_eval_subsets(with_eval_subsets, tmp_path):
     assert "wrote 8 train and 0 valid" not in done.stderr
     assert ", 2 dev_clean, 2 dev_other to " in done.stderr
     assert (tmp_path / "dev_clean.ltr").is_file() and (tmp_path / "dev_other.wrd").is_file()
+
+
+def test_split_names_of_eval_subsets_and_the_names_refused():
+    assert prep.split_name("dev-other") == "dev_other" and prep.split_name("/test-clean/") == "test_clean"
+    for eval_subsets in (["valid"], ["train"], ["/"], ["dev-clean/extra"], ["dev-clean", "dev_clean"]):
+        with pytest.raises(prep.PrepareError, match="clashes with train, valid or another evaluation subset"):
+            prep.check_eval_subsets([SUBSET], eval_subsets)
+    prep.check_eval_subsets([SUBSET], ["dev-clean/", "my-eval"])  # plain folder names pass
+
+
+def test_when_every_training_file_is_rejected_the_error_names_the_first_of_them(with_eval_subsets, tmp_path):
+    root, good = with_eval_subsets
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    short = np.zeros(1000, dtype=np.float32)
+    short[::7] = 0.1  # audible, but too short
+    train_files = sorted(glob.glob(str(copy / SUBSET / "*" / "*" / "*.flac")))
+    for path in train_files:
+        sf.write(path, short, 16_000)
+    with pytest.raises(prep.PrepareError) as refused:
+        run_prepare(str(copy), tmp_path / "out", eval_subsets=["dev-other", "dev-clean"])
+    message = str(refused.value)
+    assert f"all {len(train_files)} files were rejected, nothing written; first reason: {train_files[0]}: too short" \
+        in message
+    assert not (tmp_path / "out").exists()

@@ -1,8 +1,8 @@
 """scripts/prepare_librispeech.py on a small fake LibriSpeech tree made of the demo corpus' FLAC files."""
 
+import glob
 import inspect
 import io
-import glob
 import locale
 import multiprocessing
 import os

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from laser_fairseq.cli import make_demo_corpus, make_synthetic_corpus
 from laser_fairseq.data.demo_corpus import DEMO_PRESET
-from laser_fairseq.data.synthetic_corpus import build_preset
+from laser_fairseq.data.synthetic_corpus import CorpusError, build_preset
 from laser_fairseq.checkout import REPO
 
 COMMITTED = os.path.join(REPO, "manifests", "demo")
@@ -66,6 +66,11 @@ def test_the_preset_is_byte_identical_whatever_the_number_of_workers(preset_corp
     assert files_in(again) == files_in(preset_corpus)
     mismatch = filecmp.cmpfiles(preset_corpus, again, files_in(preset_corpus), shallow=False)[1:]
     assert mismatch == ([], [])
+    with pytest.raises(CorpusError, match="already exists and is not empty; pass --force"):
+        build_preset(again, DEMO_PRESET, log=lambda message: None)  # replaced only when asked
+    (tmp_path / "demo" / "README.md").write_text("stale")
+    build_preset(again, DEMO_PRESET, workers=2, force=True, log=lambda message: None)
+    assert filecmp.cmp(os.path.join(again, "README.md"), os.path.join(COMMITTED, "README.md"), shallow=False)
 
 
 def test_bad_settings_and_an_existing_corpus_are_refused_with_the_option_named(preset_corpus, capsys):

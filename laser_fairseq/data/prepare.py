@@ -398,7 +398,7 @@ def prepare(
     held_out = {id(u) for utterances in by_subset.values() for u in utterances}
     accepted = [u for u in accepted if id(u) not in held_out]
     if not accepted:
-        first = [r for r in rejected if not any(under(os.path.relpath(r.path, root), s) for s in eval_subsets)][0]
+        first = rejected[0]  # a training file: check_corpus keeps the order of every_path, training files first
         raise PrepareError(
             f"{root}: all {len(relative_paths)} files were rejected, nothing written; first reason: "
             f"{first.path}: {first.reason}"

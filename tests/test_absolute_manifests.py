@@ -118,3 +118,19 @@ def test_refusals_write_nothing(corpora, tmp_path):
     with pytest.raises(ManifestError, match="already holds train.ltr"):
         write_absolute_copies(relative, str(out))
     assert os.listdir(out) == ["train.ltr"] and (out / "train.ltr").read_text() == "mine\n"
+
+
+def test_copies_take_every_split_side_file_and_dictionary_and_nothing_else(corpora, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(corpora[1], source, ignore=shutil.ignore_patterns("audio"))
+    os.symlink(os.path.join(corpora[1], "audio"), source / "audio")
+    extra = {"train.km.txt": "1 2\n", "dict.km.txt": "1 5\n", "train.old.tsv": "a\tb\n", "notes.txt": "mine\n",
+             "other.wrd": "HELLO\n"}
+    for name, text in extra.items():
+        (source / name).write_text(text)
+    out = tmp_path / "out"
+    out.mkdir()  # an existing, empty folder is fine
+    written = {os.path.basename(path) for path in write_absolute_copies(str(source), str(out))}
+    assert {"train.km.txt", "dict.km.txt"} <= written  # SPLIT.anything and dict.*.txt are copied as they are
+    assert not written & {"train.old.tsv", "notes.txt", "other.wrd"}  # a .tsv that is no manifest, strays
+    assert (out / "train.km.txt").read_text() == "1 2\n"

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from ..data.audio import SAMPLE_RATE, read_audio
+from ..data.frames import SILENCE
 from ..data.manifest import read_manifest
 from ..models.blockwise import BlockwiseUpstream
 from . import abx_fastabx
 from .features import layer_frames, layer_names
-from ..data.frames import SILENCE
 from .phone_labels import DICT_NAME, LABELS_EXTENSION, check_frame_count, read_frame_labels, read_phone_dict
 from .utterances import Utterance, load_utterances, side_file_path
 

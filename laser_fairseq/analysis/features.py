@@ -28,12 +28,11 @@ import torchaudio
 from torch import Tensor
 
 from ..data.audio import SAMPLE_RATE, read_audio
+from ..data.frames import FRAME_HOP, FRAME_WINDOW
 from ..data.perturbation import Perturbation, SpeedPitchPerturber
 from ..models.blockwise import BlockwiseUpstream
 from .utterances import Utterance
 
-MEL_WINDOW = 400  # 25 ms: the CNN's receptive field
-MEL_HOP = 320  # 20 ms: the CNN's stride, so mel frame t covers the same samples as CNN frame t
 MEL_BINS = 80
 LOG_FLOOR = 1e-6
 
@@ -58,8 +57,9 @@ def layer_frames(upstream: BlockwiseUpstream, waveform: Tensor, device: str) -> 
 
 @lru_cache(maxsize=1)
 def _mel_transform() -> torchaudio.transforms.MelSpectrogram:
+    # the CNN's window and hop, so mel frame t covers the samples of CNN frame t
     return torchaudio.transforms.MelSpectrogram(
-        sample_rate=SAMPLE_RATE, n_fft=MEL_WINDOW, win_length=MEL_WINDOW, hop_length=MEL_HOP,
+        sample_rate=SAMPLE_RATE, n_fft=FRAME_WINDOW, win_length=FRAME_WINDOW, hop_length=FRAME_HOP,
         n_mels=MEL_BINS, center=False, power=2.0,
     )
 

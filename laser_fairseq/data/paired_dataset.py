@@ -12,6 +12,7 @@ from fairseq.data import FairseqDataset
 from torch import Tensor
 
 from .audio import AudioError, read_audio
+from .frames import FRAME_WINDOW
 from .manifest import Manifest
 from .perturbation import SpeedPitchPerturber
 
@@ -19,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 # Samples the HuBERT / WavLM convolutional front end needs for one frame (kernel 10 stride 5, then 3/2 x4,
 # 2/2 x2): shorter inputs make torch's conv1d fail.
-CNN_RECEPTIVE_FIELD = 400
 
 
 class PairedPerturbedAudioDataset(FairseqDataset):
@@ -45,12 +45,12 @@ class PairedPerturbedAudioDataset(FairseqDataset):
         shuffle: bool = True,
     ):
         super().__init__()
-        needed = math.ceil(CNN_RECEPTIVE_FIELD * max(perturber.speed_factors))
+        needed = math.ceil(FRAME_WINDOW * max(perturber.speed_factors))
         if min_sample_size < needed:
             raise ValueError(
                 f"task.min_sample_size={min_sample_size} is too small: with speed factor "
                 f"{max(perturber.speed_factors)} an utterance needs at least {needed} samples so that its perturbed "
-                f"copy still covers the CNN's receptive field ({CNN_RECEPTIVE_FIELD} samples); raise it"
+                f"copy still covers the CNN's receptive field ({FRAME_WINDOW} samples); raise it"
             )
         self.perturber = perturber
         self.sample_rate = sample_rate

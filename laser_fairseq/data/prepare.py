@@ -26,12 +26,12 @@ import numpy as np
 
 from ..files import write_texts
 from .audio import AudioError, audio_problem, load_samples
+from .frames import FRAME_WINDOW
 from .workers import clean_worker_context
 
 # The laser task's default min_sample_size (0.5 s at 16 kHz): shorter files would be left out of training
 # anyway. The hard floor is the CNN front end's receptive field, 400 samples (25 ms) for HuBERT and WavLM.
 DEFAULT_MIN_SAMPLES = 8_000
-CNN_RECEPTIVE_FIELD = 400
 
 MANIFEST_NAMES = ("train.tsv", "valid.tsv")
 REJECTED_NAME = "rejected.tsv"
@@ -370,10 +370,10 @@ def prepare(
     ``subsets`` go into train and valid; every ``eval_subsets`` folder becomes a split of its own, whole.
     """
     root = os.path.abspath(root)
-    if min_samples < CNN_RECEPTIVE_FIELD:
+    if min_samples < FRAME_WINDOW:
         raise PrepareError(
             f"--min-samples {min_samples} is below the CNN front end's receptive field "
-            f"({CNN_RECEPTIVE_FIELD} samples): such files would give no frame at all"
+            f"({FRAME_WINDOW} samples): such files would give no frame at all"
         )
     check_eval_subsets(subsets, eval_subsets)
     refuse_to_overwrite(dest, force, eval_subsets)

@@ -273,7 +273,7 @@ def corpus_description(settings: CorpusSettings, by_split: Dict[str, List[Record
                   "synthesiser_sample_rate": synthesis.ESPEAK_SAMPLE_RATE},
         "frames": {"window": FRAME_WINDOW, "hop": FRAME_HOP, "label_rate": SAMPLE_RATE // FRAME_HOP,
                    "count": "floor((samples - 400) / 320) + 1",
-                   "label": "phone covering sample 320 * t + 200", "silence": SILENCE},
+                   "label": f"phone covering sample {FRAME_HOP} * t + {FRAME_WINDOW // 2}", "silence": SILENCE},
         "counts": counts,
         "phones": sorted(phone_counts),
     }

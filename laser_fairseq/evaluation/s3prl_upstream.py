@@ -21,12 +21,12 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint_io import CheckpointError, load_checkpoint
+from ..data.frames import FRAME_HOP
 from ..files import sha256_of
 from ..models import upstream as upstream_formats
 from ..models.trained_upstream import is_laser_checkpoint, open_upstream
 from .s3prl_compat import s3prl_environment
 
-DOWNSAMPLE_RATE = 320  # samples per frame of HuBERT / WavLM
 S3PRL_HUBERT = "s3prl_hubert"
 S3PRL_WAVLM = "s3prl_wavlm"
 OURS = "laser_fairseq"
@@ -62,7 +62,7 @@ class ProjectUpstreamExpert(nn.Module):
         self.model = open_upstream(path).upstream.eval()
 
     def get_downsample_rates(self, key: str) -> int:
-        return DOWNSAMPLE_RATE
+        return FRAME_HOP  # samples per frame
 
     def forward(self, wavs: List[torch.Tensor]):
         lengths = torch.tensor([len(wav) for wav in wavs], device=wavs[0].device)

@@ -125,7 +125,7 @@ def yardstick_table(records: Sequence[dict], reference: str = "upstream") -> str
             seeds = ", ".join(f"{r['superb_per']:.3f} ({100 * r['superb_per_rel']:+.1f} %)" for r in rows)
         cells = [variant, str(len(rows)), format_aggregate(aggregate([r["superb_per"] for r in rows])), relative, seeds]
         cells += [format_aggregate(aggregate([r[key] for r in rows]), digits=1) for key in YARDSTICK_ABX]
-        lines.append("| " + " | ".join(cells).replace("+-", "-") + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

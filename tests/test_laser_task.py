@@ -69,6 +69,14 @@ def test_with_workers_fairseqs_prefetch_buffer_is_kept(valid_task):
     assert batch_iterator(valid_task, num_workers=0).buffer_size == 0
 
 
+def test_the_training_split_is_shuffled_with_fresh_perturbations_the_others_are_fixed(valid_task, tmp_path):
+    valid = valid_task.datasets["valid"]
+    assert valid.shuffle is False and valid.fixed_perturbations is True
+    task = LaserTask(task_config(tmp_path))
+    task.load_dataset("train")
+    assert task.datasets["train"].shuffle is True and task.datasets["train"].fixed_perturbations is False
+
+
 def test_positional_arguments_reach_fairseq(valid_task):
     iterator = valid_task.get_batch_iterator(valid_task.datasets["valid"], 200_000, 2)
     assert max(len(b["id"]) for b in iterator.next_epoch_itr(shuffle=False)) == 2  # max_sentences=2
@@ -147,7 +155,8 @@ def one_step(valid_task, tmp_path_factory):
 def gradients_after_step(task, one_step, update_num, ignore_grad=False):
     model, criterion, optimizer, sample, trainable = one_step
     optimizer.zero_grad()
-    loss, sample_size, logging_output = task.train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+    flag = (ignore_grad,) if ignore_grad else ()  # fairseq's default, not passed: False
+    loss, sample_size, logging_output = task.train_step(sample, model, criterion, optimizer, update_num, *flag)
     assert torch.isfinite(loss) and sample_size == logging_output["sample_size"] == 2
     assert model.training
     return [p.grad.abs().sum().item() for p in trainable if p.grad is not None]
@@ -162,7 +171,12 @@ def test_a_step_trains_and_a_stop_signal_ends_the_run_after_it(valid_task, one_s
 
     task = LaserTask(task_config(tmp_path))
     assert task.stop_signals is None  # built in Python: no launch, no signal handling
+    model = one_step[0]
+    seen = []
+    model.set_num_updates = lambda n: seen.append(n)  # fairseq's step hands the update number to the model
     grads = gradients_after_step(task, one_step, update_num=5)
+    assert seen == [5]
+    del model.set_num_updates
     assert len(grads) == len(one_step[4]) and sum(grads) > 0
     assert sum(gradients_after_step(task, one_step, update_num=6, ignore_grad=True)) == 0
 

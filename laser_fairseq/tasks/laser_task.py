@@ -118,11 +118,12 @@ class LaserTask(FairseqTask):
                 task.stop_signals = StopSignals(signals, run).install()
         return task
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
-        """fairseq's step, after the ranks have agreed whether a stop signal asks to end after this update."""
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's step (``FairseqTask.train_step``, same signature), after the ranks have agreed whether a
+        stop signal asks to end after this update."""
         if self.stop_signals is not None:
             self.stop_signals.check(update_num)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         """fairseq's batch iterator; without data workers, also without fairseq's prefetch thread.

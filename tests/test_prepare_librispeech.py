@@ -616,3 +616,20 @@ def test_when_every_training_file_is_rejected_the_error_names_the_first_of_them(
     assert f"all {len(train_files)} files were rejected, nothing written; first reason: {train_files[0]}: too short" \
         in message
     assert not (tmp_path / "out").exists()
+
+
+def test_outputs_of_a_named_eval_subset_are_refused_without_force(with_eval_subsets, tmp_path):
+    """An evaluation subset outside LibriSpeech's four (``my-eval``): its outputs count as this tool's, like
+    LibriSpeech's, and are kept without --force."""
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(with_eval_subsets[0], root)
+    shutil.copytree(root / "dev-clean", root / "my-eval")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "my_eval.tsv").write_text("/elsewhere\n")
+    with pytest.raises(prep.PrepareError, match=r"already holds my_eval\.tsv; pass --force"):
+        run_prepare(str(root), dest, eval_subsets=["my-eval"])
+    assert (dest / "my_eval.tsv").read_text() == "/elsewhere\n"
+    result, _ = run_prepare(str(root), dest, eval_subsets=["my-eval"], force=True)
+    assert read_lines(dest / "my_eval.tsv")[0] == str(root) and len(result.evaluation["my_eval"]) == 2
+    assert prep.split_name("Xtra-clean/") == "Xtra_clean"  # only slashes are stripped from a subset's ends

@@ -428,7 +428,7 @@ class Preset:
         splits = self.splits()
         texts: Dict[str, str] = {}
         for split in splits:
-            written = split_texts(split, [r for r in records if r.split == split], AUDIO_DIR)
+            written = split_texts(split, [r for r in records if r.split == split])  # root line: AUDIO_DIR
             texts.update({name: text for name, text in written.items()
                           if name.endswith(".tsv") or name.rsplit(".", 1)[1] in self.side_files})
         texts["dict.ltr.txt"] = letter_dictionary(letters(r.words) for r in records)

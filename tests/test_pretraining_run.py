@@ -8,7 +8,10 @@ targets, then layer-1 targets with a warm start), through scripts/pretrain_huber
 - every iteration's checkpoint loads in fairseq's loader, our build_upstream and s3prl's hubert_local, which
   agree on the hidden states; summary.json lists them;
 - the warm start carries iteration 1's trunk over exactly and gives the new label set a new head;
-- a changed setting is refused with the stage to force.
+- a changed setting is refused with the stage to force;
+- the curve (``curve.every``): the checkpoint fairseq kept every few updates analysed like a final model, the
+  resumed run's curve equal to the uninterrupted run's, a curve stage killed between two points resumed at
+  the missing one.
 """
 
 import json
@@ -43,11 +46,11 @@ SCHEDULE = {
         "model.encoder_layers": 2, "model.encoder_embed_dim": 32, "model.encoder_ffn_embed_dim": 64,
         "model.encoder_attention_heads": 2, "model.conv_pos": 16, "model.conv_pos_groups": 4,
         "model.final_dim": 16, "model.conv_feature_layers": "[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2",
-        "dataset.max_tokens": 64000, "checkpoint.save_interval_updates": SAVE_EVERY,
-        "dataset.validate_interval_updates": SAVE_EVERY, "common.log_interval": 1,
+        "dataset.max_tokens": 64000, "dataset.validate_interval_updates": SAVE_EVERY, "common.log_interval": 1,
     },
     "kmeans": {"n_init": 1, "batch_size": 500},
     "analysis": {"split": "valid", "max_utterances": 6, "probe_train_utterances": 20},
+    "curve": {"every": SAVE_EVERY},  # the driver then saves (and keeps) a checkpoint every SAVE_EVERY updates
     "iterations": [
         {"target": "mfcc", "n_clusters": 8, "max_update": UPDATES, "init": "scratch"},
         {"target": {"layer": 1}, "n_clusters": 10, "max_update": UPDATES, "init": "previous"},
@@ -130,7 +133,7 @@ def updates_in(checkpoint):
     return load_checkpoint(checkpoint)["optimizer_history"][-1]["num_updates"]
 
 
-ITERATION_1 = [f"iter1.{stage}" for stage in ("features", "kmeans", "labels", "train", "analysis")]
+ITERATION_1 = [f"iter1.{stage}" for stage in ("features", "kmeans", "labels", "train", "analysis", "curve")]
 BEFORE_TRAINING_2 = [f"iter2.{stage}" for stage in ("features", "kmeans", "labels")]
 
 
@@ -244,6 +247,7 @@ def test_changed_settings_are_refused_naming_the_stage(runs):
     assert "iter2.kmeans: its settings changed since it ran (n_clusters: 10 -> 12)" in result.stderr
     assert "--force-stage iter2.kmeans" in result.stderr
     assert stamp(runs["reference"], "iter2.kmeans")["settings"]["n_clusters"] == 10
+    assert json.load(open(os.path.join(runs["reference"], "summary.json")))["schedule"] == "schedule"  # untouched
 
 
 def test_feature_shards_dumped_by_separate_processes_are_not_redone(corpus, tmp_path):
@@ -276,10 +280,76 @@ def test_comparison_of_two_runs(runs, tmp_path):
     text = open(files["md"]).read()
     assert "did not do the same number of updates" not in text
     pnmi = [f"{entry['cluster_quality']['valid']['pnmi']:.3f}" for entry in summaries[0]["iterations"]]
-    assert f"| schedule | 2 | {2 * UPDATES} |" in text and ", ".join(pnmi) in text
+    assert f"| schedule (reference) | 2 | {2 * UPDATES} |" in text and ", ".join(pnmi) in text  # same seed twice
+    assert "## Along training (mean ± std over seeds)" in text and "| schedule | 3, 3 | 12 | " in text
     assert "## Final model: input likeness (CKA with log-mel) (`input_cka`) per layer" in text
     rows = open(files["csv"]).read().splitlines()
     assert rows[0] == "schedule,model,layer_index,layer,measure,value"
     assert sum(",final,3,block2,input_cka," in row for row in rows) == 2
+    curve_rows = open(files["curve_csv"]).read().splitlines()
+    assert curve_rows[0] == "schedule,seed,iteration,updates,total_updates,layer,measure,value"
+    assert len([row for row in curve_rows if ",best_phone_acc," in row]) == 2 * 4  # 2 runs x 4 points
+    assert os.path.getsize(files["curve_png"]) > 0
     with pytest.raises(FileNotFoundError, match="no summary"):
         load_summary(str(tmp_path / "nothing"))
+
+
+def test_the_curve_analyses_the_checkpoints_kept_along_training(runs, tmp_path):
+    from laser_fairseq.checkpoint_io import write_checkpoint
+    from laser_fairseq.pretraining.layer_analysis import analyze_checkpoint
+    from laser_fairseq.pretraining.schedule import load_schedule
+    from laser_fairseq.pretraining.training import pretrained_checkpoint
+
+    summary = json.load(open(os.path.join(runs["reference"], "summary.json")))
+    points = summary["curve"]
+    assert [(p["iteration"], p["updates"], p["total_updates"]) for p in points] == [
+        ("iter1", 3, 3), ("iter1", 6, 6), ("iter2", 3, 9), ("iter2", 6, 12)]
+    for point, entry in zip(points, [it for it in summary["iterations"] for _ in (0, 1)]):
+        assert point["targets_pnmi"] == entry["cluster_quality"]["valid"]["pnmi"]
+    assert points[1]["layers"] == summary["iterations"][0]["layers"]  # the last point is the final analysis
+    # the point at 3 updates of iteration 2 = the analysis of fairseq's checkpoint_<epoch>_3.pt, done here
+    save_dir = os.path.join(runs["reference"], "iter2", "train", "checkpoints")
+    kept = [name for name in os.listdir(save_dir) if re.fullmatch(r"checkpoint_\d+_3\.pt", name)]
+    assert len(kept) == 1 and updates_in(os.path.join(save_dir, kept[0])) == SAVE_EVERY
+    model = str(tmp_path / "model.pt")
+    write_checkpoint(pretrained_checkpoint(load_checkpoint(os.path.join(save_dir, kept[0]))), model)
+    schedule = load_schedule(runs["schedule"])
+    expected = analyze_checkpoint(model, os.path.join(runs["reference"], "data"), schedule.analysis, "cpu", "x",
+                                  str(tmp_path))
+    assert points[2]["layers"] == expected["layers"] and points[2]["layers"] != points[3]["layers"]
+    assert not os.path.exists(os.path.join(runs["reference"], "iter2", "curve", "u3", "model.pt"))
+    # the resumed run's curve is the uninterrupted run's, and the reports carry it
+    assert open(os.path.join(runs["killed"], "curve.csv")).read() == open(os.path.join(runs["reference"], "curve.csv")).read()
+    rows = open(os.path.join(runs["reference"], "curve.csv")).read().splitlines()
+    assert rows[0] == "iteration,updates,total_updates,layer_index,layer,measure,value"
+    assert f"iter2,3,9,3,block2,phone_acc,{points[2]['layers'][3]['phone_acc']}" in rows
+    assert os.path.getsize(os.path.join(runs["reference"], "curve.png")) > 0
+    report = open(os.path.join(runs["reference"], "report.md")).read()
+    assert f"## Along training (every {SAVE_EVERY} updates)" in report and "| iter2 | 3 | 9 | " in report
+
+
+def test_a_curve_stage_killed_between_two_points_resumes_at_the_missing_one(runs, tmp_path):
+    from laser_fairseq.pretraining.driver import Driver
+    from laser_fairseq.pretraining.schedule import load_schedule
+
+    run = str(tmp_path / "run")
+    shutil.copytree(runs["reference"], run)
+    curve_dir = os.path.join(run, "iter2", "curve")
+    before = json.load(open(os.path.join(curve_dir, "u3", "analysis.json")))
+    shutil.rmtree(os.path.join(curve_dir, "u3"))
+    os.makedirs(os.path.join(curve_dir, "u3.tmp-12345"))  # a point half written when the run was killed
+    stamp_path = os.path.join(curve_dir, "stamp.json")
+    running = dict(json.load(open(stamp_path)), status="running")
+    json.dump(running, open(stamp_path, "w"))
+    lines = []  # the driver in this process (the command line's resume: test_the_resumed_run_redoes_nothing_finished)
+    Driver(load_schedule(runs["schedule"]), runs["corpus"], run, echo=lines.append).run()
+    output = "\n".join(lines)
+    assert "[iter2.curve] resuming" in output
+    assert "[iter2.curve] analysing the checkpoint at 3 updates (1/1)" in output
+    assert "[iter1.curve] done before, skipped" in output and "[iter2.train] done before, skipped" in output
+    after = json.load(open(os.path.join(curve_dir, "u3", "analysis.json")))
+    assert after["layers"] == before["layers"]  # the run was copied: only its paths differ
+    assert re.fullmatch(re.escape(os.path.join(run, "iter2", "train", "checkpoints")) + r"/checkpoint_\d+_3\.pt",
+                        after["checkpoint"])
+    assert sorted(os.listdir(curve_dir)) == ["stamp.json", "u3"]
+    assert json.load(open(stamp_path))["run_id"] == running["run_id"]

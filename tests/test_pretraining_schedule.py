@@ -97,6 +97,13 @@ def second(key, value):
     (lambda d: d.__setitem__("analysis", {"max_utterances": 0}), "analysis.max_utterances", "integer >= 1"),
     (lambda d: d.__setitem__("feature_shards", 0), "feature_shards", "integer >= 1"),
     (lambda d: d.pop("config"), "iterations[1].config", "set 'config'"),
+    (lambda d: d.__setitem__("curve", {"every": 0}), "curve.every", "integer >= 1"),
+    (lambda d: d.__setitem__("curve", {"each": 5}), "curve.each", "unknown key"),
+    (lambda d: d.update(curve={"every": 5}, analysis={"enabled": False}), "curve.every", "analysis.enabled: true"),
+    (lambda d: d.update(curve={"every": 5}, overrides={"checkpoint.save_interval_updates": 7}),
+     "overrides.checkpoint.save_interval_updates", "set by the driver when curve.every is set"),
+    (lambda d: (d.__setitem__("curve", {"every": 5}), second("overrides", {"checkpoint.keep_interval_updates": 2})(d)),
+     "iterations[2].overrides.checkpoint.keep_interval_updates", "set by the driver when curve.every is set"),
 ])
 def test_mistakes_name_the_file_and_key(tmp_path, edit, key, hint):
     path = tmp_path / "schedule.yaml"
@@ -119,6 +126,13 @@ def test_config_path_relative_to_the_schedule(tmp_path):
     data = dict(VALID, config="mine.yaml")
     schedule = parse_schedule(data, str(tmp_path / "schedule.yaml"))
     assert schedule.iterations[0].config_path == str(tmp_path / "mine.yaml")
+
+
+def test_the_curve_is_off_unless_asked_and_the_interval_keys_are_free_without_it():
+    assert parse_schedule(VALID, "/x/s.yaml").curve.every is None
+    assert parse_schedule(dict(VALID, curve={"every": 50}), "/x/s.yaml").curve.every == 50
+    data = dict(VALID, overrides={"checkpoint.save_interval_updates": 7, "checkpoint.keep_interval_updates": 2})
+    assert parse_schedule(data, "/x/s.yaml").iterations[0].overrides["checkpoint.save_interval_updates"] == 7
 
 
 def test_iteration_overrides_merge_over_the_schedules():

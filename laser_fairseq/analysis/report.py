@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from .. import markdown
+from ..plotting import pyplot
 from .layerwise import ABX_MEASURES, MEASURES, LayerResult, UpstreamAnalysis
 
 NOT_AVAILABLE = "n/a"
@@ -111,15 +113,15 @@ def markdown_table(main: LabelledAnalysis, compare: Optional[LabelledAnalysis] =
     header = ["layer"]
     for measure in measures_of(main, compare):
         header += [SHORT[measure]] if compare is None else [f"{SHORT[measure]} A", f"{SHORT[measure]} B", "Δ"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    rows = []
     for row in table_rows(main, compare):
         cells = [row["layer"]]
         for measure in measures_of(main, compare):
             cells.append(row[measure])
             if compare is not None:
                 cells += [row[f"compare_{measure}"], row[f"delta_{measure}"]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return "\n".join(markdown.table(header, rows))
 
 
 def markdown_report(main: LabelledAnalysis, compare: Optional[LabelledAnalysis], settings: dict) -> str:
@@ -168,7 +170,7 @@ def _panel_grid(plt, measures):
 
 def plot_measures(path: str, main: LabelledAnalysis, compare: Optional[LabelledAnalysis] = None):
     """One panel per measure, layer index on x; A solid, B dashed; chance levels dotted."""
-    plt = _pyplot()
+    plt = pyplot()
     names = layer_order(main, compare)
     measures = measures_of(main, compare)
     figure, axes = _panel_grid(plt, measures)
@@ -197,7 +199,7 @@ def plot_measures(path: str, main: LabelledAnalysis, compare: Optional[LabelledA
 
 def plot_deltas(path: str, main: LabelledAnalysis, compare: LabelledAnalysis):
     """One panel of per-layer B - A bars per measure."""
-    plt = _pyplot()
+    plt = pyplot()
     names = layer_order(main, compare)
     measures = measures_of(main, compare)
     figure, axes = _panel_grid(plt, measures)
@@ -222,14 +224,6 @@ def _decorate(axis, title: str, names: List[str]):
     axis.set_xticklabels([f"{i}\n{n}" for i, n in enumerate(names)], fontsize=7)
     axis.grid(alpha=0.3)
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def write_summary(path: str, main: LabelledAnalysis, compare: Optional[LabelledAnalysis], settings: dict,

@@ -11,7 +11,7 @@ iteration's checkpoint and measures; RUN_DIR/report.{md,csv,png} show them.
 Re-running the same command skips finished stages and resumes an interrupted one (training continues from
 checkpoint_last.pt). Changed settings are refused unless the stage is named in --force-stage, which redoes
 it and every stage after it that reads its outputs. Stage names: data, iter<i>.features, iter<i>.kmeans,
-iter<i>.labels, iter<i>.train, iter<i>.analysis, random.analysis.
+iter<i>.labels, iter<i>.train, iter<i>.analysis, iter<i>.curve (with curve.every), random.analysis.
 
 Feature dumping on several processes / GPUs: once the stage before iteration i's features is done (e.g.
 run with --stop-after iter1.train), start one process per shard with --iteration i --shard K (K < the
@@ -19,6 +19,7 @@ schedule's feature_shards), then run the plain command again; finished shards ar
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -49,6 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--iteration", type=int, help="with --shard: the iteration whose features to dump")
     parser.add_argument("--shard", type=int, metavar="K",
                         help="dump only feature shard K (0-based) of --iteration, then exit")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="replace the schedule's seed (another seed of the same schedule: use another --out)")
     parser.add_argument("--device", default="cpu", help="device for feature dumping and analysis (cpu, cuda, cuda:1)")
     args = parser.parse_args(argv)
     if (args.shard is None) != (args.iteration is None):
@@ -61,6 +64,9 @@ def main(argv=None):
     quiet_library_logging()
     try:
         schedule = load_schedule(args.schedule)
+        if args.seed is not None:
+            schedule = dataclasses.replace(schedule, seed=args.seed,
+                                           text=f"{schedule.text.rstrip()}\n# run with --seed {args.seed}\n")
         driver = Driver(schedule, args.data, args.out, args.force_stage, args.stop_after, args.device,
                         echo=lambda line: print(line, flush=True))
         if args.shard is not None:

@@ -12,6 +12,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from ..plotting import pyplot
+
 
 @dataclass(frozen=True)
 class Column:
@@ -143,11 +145,7 @@ def write_csv(path: str, records: Sequence[dict]):
 
 def plot(path: str, records: Sequence[dict], columns: Sequence[Column] = COLUMNS):
     """One panel per column: a bar per variant (mean) with its std as an error bar, seeds as dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     summary = summarise(records, columns)
     variants = list(summary)
     cols = 4

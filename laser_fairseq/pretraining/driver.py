@@ -9,6 +9,8 @@ Run directory layout::
     RUN/iter<i>/labels/              stage "iter<i>.labels": {split}.km, dict.km.txt, quality.json
     RUN/iter<i>/train/               stage "iter<i>.train": checkpoints/, train.log, init.pt, model.pt
     RUN/iter<i>/analysis/            stage "iter<i>.analysis": analysis.json, layers.csv, layers.md
+    RUN/iter<i>/curve/u<updates>/    stage "iter<i>.curve" (with curve.every): the analysis of the checkpoint
+                                     kept at <updates> (see ``curve``)
     RUN/random/analysis/             stage "random.analysis": a random model shaped like iteration 1's, and the
                                      phone probe on the inputs (log-mel, MFCC)
     RUN/summary.json, RUN/report.*   rewritten after every iteration (see ``report``)
@@ -25,14 +27,14 @@ import numpy as np
 
 from ..data.manifest import read_manifest
 from ..files import sha256_of, write_json, write_text
-from . import cluster_quality, features, kmeans, report, run_data, training
+from . import cluster_quality, curve, features, kmeans, report, run_data, training
 from .layer_analysis import ANALYSIS_JSON, LAYERS_CSV, LAYERS_MD, analyze_checkpoint, write_random_model
 from .schedule import LAYER, PREVIOUS, Iteration, Schedule
 from .stamps import RESUME, RUN, SKIP, Stage, StageBook, StageError, run_id_of
 
 logger = logging.getLogger(__name__)
 
-ITERATION_STAGES = ("features", "kmeans", "labels", "train", "analysis")
+ITERATION_STAGES = ("features", "kmeans", "labels", "train", "analysis", "curve")
 MODEL = "model.pt"
 INIT = "init.pt"
 TRAIN_LOG = "train.log"
@@ -43,12 +45,19 @@ class StopRequested(Exception):
     """--stop-after reached."""
 
 
+def iteration_stages(schedule: Schedule) -> List[str]:
+    """The stages each iteration of ``schedule`` runs, in order."""
+    skipped = {"analysis", "curve"} if not schedule.analysis.enabled else set()
+    if schedule.curve.every is None:
+        skipped.add("curve")
+    return [stage for stage in ITERATION_STAGES if stage not in skipped]
+
+
 def stage_names(schedule: Schedule) -> List[str]:
     """Every stage of a schedule, in run order."""
     names = ["data"]
     for iteration in schedule.iterations:
-        names += [f"{iteration.name}.{stage}" for stage in ITERATION_STAGES
-                  if stage != "analysis" or schedule.analysis.enabled]
+        names += [f"{iteration.name}.{stage}" for stage in iteration_stages(schedule)]
     if schedule.analysis.enabled:
         names.append(f"{RANDOM}.analysis")
     return names
@@ -71,6 +80,7 @@ class Driver:
         self.stop_after = stop_after
         self.device = device
         self.echo = echo
+        self.worked = False  # whether a stage ran or resumed in this run (not only skips)
 
     # ------------------------------------------------------------------------------------------ layout
     @property
@@ -94,11 +104,10 @@ class Driver:
         try:
             self.data_stage()
             for iteration in self.schedule.iterations:
-                for stage in ITERATION_STAGES:
-                    if stage == "analysis" and not self.schedule.analysis.enabled:
-                        continue
+                for stage in iteration_stages(self.schedule):
                     getattr(self, f"{stage}_stage")(iteration)
-                self.write_report()
+                if self.worked:  # a re-run refused later (changed settings) leaves the run's report as it was
+                    self.write_report()
             if self.schedule.analysis.enabled:
                 self.random_analysis_stage()
         except StopRequested:
@@ -108,6 +117,7 @@ class Driver:
 
     def _begin(self, stage: Stage) -> str:
         decision = self.book.begin(stage)
+        self.worked = self.worked or decision != SKIP
         verb = {SKIP: "done before, skipped", RESUME: "resuming", RUN: "running"}[decision]
         self.echo(f"[{stage.name}] {verb}")
         return decision
@@ -234,6 +244,8 @@ class Driver:
             "seed": self.schedule.seed,
             "label_rate": iteration.target.label_rate,
         }
+        if self.schedule.curve.every is not None:  # only then: stamps of runs without a curve stay as they were
+            settings["keep_every"] = self.schedule.curve.every
         stage = Stage(f"{iteration.name}.train", self.stage_dir(iteration.name, "train"), settings, inputs)
         if self._begin(stage) == SKIP:
             return self._maybe_stop(stage)
@@ -248,6 +260,7 @@ class Driver:
         command = training.train_command(
             iteration, self.schedule.seed, self.data_dir, label_dir, save_dir,
             os.path.join(stage.directory, "hydra"), training.start_overrides(save_dir, init),
+            keep_every=self.schedule.curve.every,
         )
         log_path = os.path.join(stage.directory, TRAIN_LOG)
         self.echo(f"[{stage.name}] fairseq-hydra-train, {iteration.max_update} updates; log: {log_path}")
@@ -272,6 +285,27 @@ class Driver:
         analyze_checkpoint(self.model_path(iteration), self.data_dir, self.schedule.analysis, self.device,
                            iteration.name, stage.directory)
         self._finish(stage, [ANALYSIS_JSON, LAYERS_CSV, LAYERS_MD])
+
+    def curve_stage(self, iteration: Iteration):
+        train_dir = self.stage_dir(iteration.name, "train")
+        inputs = {f"{iteration.name}.train": run_id_of(train_dir, f"{iteration.name}.train"),
+                  "data": run_id_of(self.data_dir, "data")}
+        stage = Stage(f"{iteration.name}.curve", self.stage_dir(iteration.name, "curve"),
+                      dict(asdict(self.schedule.analysis), every=self.schedule.curve.every), inputs)
+        if self._begin(stage) == SKIP:
+            return self._maybe_stop(stage)
+        curve.remove_leftovers(stage.directory)
+        updates = curve.point_updates(iteration.max_update, self.schedule.curve.every)
+        for done, point in enumerate(updates, start=1):
+            directory = curve.point_dir(stage.directory, point)
+            if curve.point_done(directory):
+                continue
+            self.echo(f"[{stage.name}] analysing the checkpoint at {point} updates ({done}/{len(updates)})")
+            curve.analyze_point(os.path.join(train_dir, "checkpoints"), point, self.data_dir, self.schedule.analysis,
+                                self.device, f"{iteration.name}@{point}", directory)
+        outputs = [os.path.join(os.path.basename(curve.point_dir(stage.directory, point)), name)
+                   for point in updates for name in curve.POINT_FILES]
+        self._finish(stage, outputs, {"points": updates})
 
     def random_analysis_stage(self):
         first = self.schedule.iterations[0]

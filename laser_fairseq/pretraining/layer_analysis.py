@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import Optional
 
 from ..analysis import report as analysis_report
 from ..analysis.features import make_perturber
@@ -30,11 +31,14 @@ LAYERS_MD = "layers.md"
 
 
 def analyze_checkpoint(model_path: str, data_dir: str, settings: AnalysisSettings, device: str, label: str,
-                       out_dir: str, with_inputs: bool = False) -> dict:
+                       out_dir: str, with_inputs: bool = False, source: Optional[str] = None) -> dict:
     """Analyse ``model_path`` on ``data_dir/<split>.tsv``; writes analysis.json, layers.csv, layers.md.
 
-    ``with_inputs``: also the phone probe on log-mel and MFCC frames (``inputs`` in analysis.json).
+    ``with_inputs``: also the phone probe on log-mel and MFCC frames (``inputs`` in analysis.json);
+    ``source``: the checkpoint the reports name (default ``model_path``; e.g. the training checkpoint a
+    temporary ``model_path`` was converted from).
     """
+    source = source or model_path
     manifest = os.path.join(data_dir, f"{settings.split}.tsv")
     utterances = load_utterances(manifest, max_utterances=settings.max_utterances)
     phone_labels, phone_labels_missing = load_phone_probe_labels(
@@ -43,12 +47,12 @@ def analyze_checkpoint(model_path: str, data_dir: str, settings: AnalysisSetting
     analysis = analyze_upstream(upstream, utterances, make_perturber(), settings.seed, device,
                                 phone_labels=phone_labels, phone_labels_missing=phone_labels_missing)
     record = {key: value for key, value in _plain(dataclasses.asdict(analysis)).items() if key != "perturbations"}
-    record["checkpoint"] = model_path
+    record["checkpoint"] = source
     record["manifest"] = manifest
     if with_inputs and phone_labels is not None:
         record["inputs"] = _plain(input_phone_scores(phone_labels))
     write_json(os.path.join(out_dir, ANALYSIS_JSON), record)
-    labelled = analysis_report.LabelledAnalysis(label, model_path, label, analysis)
+    labelled = analysis_report.LabelledAnalysis(label, source, label, analysis)
     analysis_report.write_csv(os.path.join(out_dir, LAYERS_CSV), labelled)
     settings_text = {"manifest": manifest, "seed": settings.seed, "speed_factors": "default",
                      "pitch_shifts": "default"}

@@ -2,7 +2,8 @@
 
 Per run (``RUN/summary.json``, ``report.md``, ``report.csv``, ``report.png``): every iteration with its final
 checkpoint, stage wall times, k-means fit, cluster quality of its targets (PNMI, phone and cluster purity
-against ``.phn`` frame phones) and the layer analysis of its model, plus a random model of the same shape.
+against ``.phn`` frame phones) and the layer analysis of its model, plus a random model of the same shape;
+with a curve (``curve.every``), also the analysis along training (``curve.csv``, ``curve.png`` and a table).
 Layer measures are whatever the layer analysis returned (every numeric per-layer field), so new measures
 (e.g. a phone probe) appear as new rows and panels without changes here.
 
@@ -20,6 +21,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..analysis.report import CHANCE_OF, TITLES
 from ..files import read_json, write_json, write_text
+from .. import markdown
+from ..plotting import pyplot
+from . import curve
 from .schedule import Schedule
 from .stamps import DONE, read_stamp
 
@@ -65,9 +69,12 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
                   "chance": _chance(random_dir),
                   "inputs": read_json(os.path.join(random_dir, "analysis.json")).get("inputs")}
     data_stamp = read_stamp(os.path.join(run_dir, "data")) or {}
+    pnmi = {entry["name"]: (_quality(entry) or {}).get("pnmi") for entry in iterations}
+    points = curve.collect_points(schedule, stage_dir, lambda name: _finished(stage_dir, name), pnmi.get)
     return {
         "schedule": schedule.name,
         "schedule_path": schedule.path,
+        "seed": schedule.seed,
         "run_dir": run_dir,
         "data": data_stamp.get("settings", {}).get("source"),
         "scheduled_updates": schedule.total_updates,
@@ -76,7 +83,14 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
         "data_seconds": data_stamp.get("seconds"),
         "iterations": iterations,
         "random": random,
+        "curve_every": schedule.curve.every,
+        "curve": points,
     }
+
+
+def _finished(stage_dir: Callable[[str, str], str], stage_name: str) -> bool:
+    stamp = read_stamp(stage_dir(*stage_name.split(".")))
+    return bool(stamp) and stamp.get("status") == DONE
 
 
 def _layers(analysis_dir: str) -> List[dict]:
@@ -125,6 +139,11 @@ def write_run_report(run_dir: str, summary: dict):
     columns = _columns(summary)
     if columns:
         plot_run(os.path.join(run_dir, "report.png"), summary)
+    if summary.get("curve"):
+        measures = measures_of([layer for point in summary["curve"] for layer in point["layers"]])
+        write_text(os.path.join(run_dir, "curve.csv"), curve.curve_csv(summary["curve"], measures))
+        curve.plot_curve(os.path.join(run_dir, "curve.png"), f"{summary['schedule']}: quality along training",
+                         summary["curve"], (summary.get("random") or {}).get("inputs"))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -134,10 +153,6 @@ def _fmt(value, digits: int = 3) -> str:
         return f"{value:.{digits}f}"
     return str(value)
 
-
-def _table(header: List[str], rows: List[List[str]]) -> List[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def iteration_rows(summary: dict) -> List[List[str]]:
@@ -167,7 +182,7 @@ def run_markdown(summary: dict) -> str:
     lines.append(f"- updates: {summary['completed_updates']} of {summary['scheduled_updates']} done; pretraining wall "
                  f"time (features, k-means, labels, training): {_fmt(summary['pretraining_seconds'], 1)} s")
     lines += ["", "## Iterations", ""]
-    lines += _table(ITERATION_HEADER, iteration_rows(summary))
+    lines += markdown.table(ITERATION_HEADER, iteration_rows(summary))
     lines += ["", "Cluster quality of each iteration's k-means targets against the frame phone labels "
                   f"(`{QUALITY_SPLIT}.phn`; n/a when the corpus has none); masked acc: the trained model's accuracy "
                   "in predicting the targets of masked frames at its last validation.", ""]
@@ -177,15 +192,34 @@ def run_markdown(summary: dict) -> str:
                    if entry and entry.get("chance")), {})
     for measure in measures:
         lines += [f"## {TITLES.get(measure, measure)} (`{measure}`), layer x iteration", ""]
-        lines += _table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure))
+        lines += markdown.table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure))
         if chance.get(measure) is not None:
             lines += ["", f"Chance level: {_fmt(chance[measure])}."]
         lines += _input_line(summary, measure)
         lines.append("")
+    if summary.get("curve"):
+        lines += curve_markdown(summary) + [""]
     checkpoints = [(entry["name"], entry["checkpoint"]) for entry in summary["iterations"] if entry["checkpoint"]]
     if checkpoints:
         lines += ["## Checkpoints", ""] + [f"- {name}: `{path}`" for name, path in checkpoints] + [""]
     return "\n".join(lines)
+
+
+def curve_markdown(summary: dict) -> List[str]:
+    """The curve as a table: per point the best layer's and the top block's phone accuracy, the top block's
+    input likeness and the PNMI of the targets trained on."""
+    rows = []
+    for point in summary["curve"]:
+        best = curve.best_layer(point["layers"], "phone_acc")
+        top = point["layers"][-1]
+        rows.append([point["iteration"], str(point["updates"]), str(point["total_updates"]),
+                     f"{_fmt(best['phone_acc'])} ({best['name']})" if best else "n/a", _fmt(top.get("phone_acc")),
+                     _fmt(top.get(INPUT_LIKENESS)), _fmt(point["targets_pnmi"])])
+    header = ["iteration", "updates", "total updates", "phone acc, best layer", "phone acc, top block",
+              "top block input likeness", "targets PNMI"]
+    return [f"## Along training (every {summary['curve_every']} updates)", "", *markdown.table(header, rows), "",
+            "Every point is the layer analysis of the checkpoint fairseq kept at that update (the last point of an "
+            "iteration is its final model); `curve.csv` has every layer and measure, `curve.png` the curves."]
 
 
 def _layer_rows(columns: List[tuple], measure: str) -> List[List[str]]:
@@ -236,7 +270,7 @@ def run_csv(summary: dict) -> str:
 
 def plot_run(path: str, summary: dict):
     """Layer x model heatmaps of input likeness and phone measures (when present), and PNMI per iteration."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = _columns(summary)
     measures = measures_of([layer for _, layers in columns for layer in layers])
     shown = [m for m in [INPUT_LIKENESS, *phone_measures(measures)] if m in measures] or measures[:1]
@@ -280,14 +314,6 @@ def _pnmi_bars(axis, summary: dict):
     axis.set_ylim(0, 1)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 # ---------------------------------------------------------------------------------------------- comparison
 def load_summary(run_dir: str) -> dict:
@@ -316,20 +342,21 @@ def compare_markdown(summaries: Sequence[dict], command: str = "") -> str:
         layers = final_layers(summary) or []
         top = layers[-1].get(INPUT_LIKENESS) if layers else None
         pnmi = ", ".join(_fmt((_quality(entry) or {}).get("pnmi")) for entry in summary["iterations"])
-        rows.append([summary["schedule"], str(len(summary["iterations"])), str(summary["completed_updates"]),
+        rows.append([curve.run_label(summary, summaries), str(len(summary["iterations"])), str(summary["completed_updates"]),
                      _fmt(summary["pretraining_seconds"], 1), pnmi, _fmt(top)])
-    lines += _table(header, rows) + [""]
+    lines += markdown.table(header, rows) + [""]
     columns = []
     if summaries and summaries[0].get("random"):
         columns.append(("random", summaries[0]["random"]["layers"]))
-    columns += [(summary["schedule"], final_layers(summary) or []) for summary in summaries]
+    columns += [(curve.run_label(summary, summaries), final_layers(summary) or []) for summary in summaries]
     measures = measures_of([layer for _, layers in columns for layer in layers])
     for measure in measures:
         lines += [f"## Final model: {TITLES.get(measure, measure)} (`{measure}`) per layer", ""]
-        lines += _table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure))
+        lines += markdown.table(["layer", *[label for label, _ in columns]], _layer_rows(columns, measure))
         lines += _input_line(summaries[0], measure) + [""]
     lines += ["Wall time counts features, k-means, labels and training (not the analysis). `random` is a "
               "randomly initialised model of the first schedule's shape.", ""]
+    lines += curve.comparison_markdown(summaries)
     return "\n".join(lines)
 
 
@@ -338,21 +365,21 @@ def compare_csv(summaries: Sequence[dict]) -> str:
     writer = csv.writer(out)
     writer.writerow(["schedule", "model", "layer_index", "layer", "measure", "value"])
     for summary in summaries:
-        writer.writerow([summary["schedule"], "", "", "", "pretraining_seconds", summary["pretraining_seconds"]])
-        writer.writerow([summary["schedule"], "", "", "", "updates", summary["completed_updates"]])
+        writer.writerow([curve.run_label(summary, summaries), "", "", "", "pretraining_seconds", summary["pretraining_seconds"]])
+        writer.writerow([curve.run_label(summary, summaries), "", "", "", "updates", summary["completed_updates"]])
         for entry in summary["iterations"]:
-            writer.writerow([summary["schedule"], entry["name"], "", "", "targets_pnmi",
+            writer.writerow([curve.run_label(summary, summaries), entry["name"], "", "", "targets_pnmi",
                              (_quality(entry) or {}).get("pnmi")])
         for layer in final_layers(summary) or []:
             for measure in measures_of([layer]):
-                writer.writerow([summary["schedule"], "final", layer["index"], layer["name"], measure,
+                writer.writerow([curve.run_label(summary, summaries), "final", layer["index"], layer["name"], measure,
                                  layer.get(measure)])
     return out.getvalue()
 
 
 def plot_comparison(path: str, summaries: Sequence[dict]):
     """Per-layer curves of the final models (input likeness, phone measures) and PNMI per iteration."""
-    plt = _pyplot()
+    plt = pyplot()
     measures = measures_of([layer for summary in summaries for layer in final_layers(summary) or []])
     shown = [m for m in [INPUT_LIKENESS, *phone_measures(measures)] if m in measures]
     figure, axes = plt.subplots(1, len(shown) + 1, figsize=(5 * (len(shown) + 1), 4.5))
@@ -362,7 +389,7 @@ def plot_comparison(path: str, summaries: Sequence[dict]):
             layers = final_layers(summary) or []
             points = [(layer["index"], layer.get(measure)) for layer in layers if layer.get(measure) is not None]
             if points:
-                axis.plot(*zip(*points), "-o", label=summary["schedule"])
+                axis.plot(*zip(*points), "-o", label=curve.run_label(summary, summaries))
             names = [layer["name"] for layer in layers]
         random = summaries[0].get("random") if summaries else None
         if random:
@@ -382,7 +409,7 @@ def plot_comparison(path: str, summaries: Sequence[dict]):
         values = [(entry["iteration"], (_quality(entry) or {}).get("pnmi")) for entry in summary["iterations"]]
         values = [(i, v) for i, v in values if v is not None]
         if values:
-            axes[-1].plot(*zip(*values), "-o", label=summary["schedule"])
+            axes[-1].plot(*zip(*values), "-o", label=curve.run_label(summary, summaries))
     axes[-1].set_xlabel("iteration")
     axes[-1].set_title(f"PNMI of the targets ({QUALITY_SPLIT})", fontsize=10)
     axes[-1].grid(alpha=0.3)
@@ -397,4 +424,8 @@ def write_comparison(out_dir: str, summaries: Sequence[dict], command: str = "")
     write_text(files["md"], compare_markdown(summaries, command))
     write_text(files["csv"], compare_csv(summaries))
     plot_comparison(files["png"], summaries)
+    if curve.groups_of(summaries):
+        files.update({f"curve_{name}": os.path.join(out_dir, f"comparison_curve.{name}") for name in ("csv", "png")})
+        write_text(files["curve_csv"], curve.comparison_csv(summaries))
+        curve.plot_comparison(files["curve_png"], summaries, (summaries[0].get("random") or {}).get("inputs"))
     return files

@@ -9,6 +9,7 @@
     overrides: {...}            # fairseq overrides for every iteration, e.g. optimization.lr: [0.0005]
     kmeans: {...}               # MiniBatchKMeans settings for every iteration (see KmeansSettings)
     analysis: {...}             # the layer analysis after every iteration (see AnalysisSettings)
+    curve: {every: 500}         # also analyse the checkpoints kept every 500 updates (see CurveSettings)
     iterations:
       - target: mfcc            # 39-d MFCC + deltas at 100 Hz (labels at 100 Hz)
         n_clusters: 100
@@ -50,6 +51,10 @@ DRIVER_KEYS = (
     "common.user_dir", "checkpoint.save_dir", "checkpoint.restore_file",
     "checkpoint.finetune_from_model", "optimization.max_update", "hydra.run.dir",
 )
+# With curve.every set, the driver also sets how often fairseq keeps a checkpoint (pretraining/curve.py).
+SAVE_INTERVAL_KEY = "checkpoint.save_interval_updates"
+KEEP_INTERVAL_KEY = "checkpoint.keep_interval_updates"
+CURVE_KEYS = (SAVE_INTERVAL_KEY, KEEP_INTERVAL_KEY)
 # Model fields that decide tensor shapes: a warm start (init: previous) must keep them.
 SHAPE_KEYS = (
     "model.encoder_layers", "model.encoder_embed_dim", "model.encoder_ffn_embed_dim",
@@ -84,6 +89,14 @@ class AnalysisSettings:
     max_utterances: Optional[int] = None  # the first N audio lines; None = all
     seed: int = 1  # perturbation seed of the invariance measure
     probe_train_utterances: int = 500  # train.tsv utterances the phone probe trains on (evenly spaced)
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """Quality along training (``pretraining/curve.py``): the layer analysis of the checkpoint kept every
+    ``every`` updates of each iteration; None: the final models only."""
+
+    every: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,7 @@ class Schedule:
     iterations: Tuple[Iteration, ...]
     analysis: AnalysisSettings
     text: str = field(repr=False, default="")  # the YAML as read, kept in the run directory
+    curve: CurveSettings = field(default_factory=CurveSettings)
 
     @property
     def name(self) -> str:
@@ -133,7 +147,7 @@ class Schedule:
         return sum(iteration.max_update for iteration in self.iterations)
 
 
-TOP_KEYS = {"config", "seed", "feature_shards", "overrides", "kmeans", "analysis", "iterations"}
+TOP_KEYS = {"config", "seed", "feature_shards", "overrides", "kmeans", "analysis", "curve", "iterations"}
 ITERATION_KEYS = {"target", "n_clusters", "max_update", "init", "config", "overrides", "kmeans"}
 
 
@@ -159,6 +173,7 @@ def parse_schedule(data: Any, path: str, text: str = "") -> Schedule:
     base_overrides = _overrides(data.get("overrides", {}), where, "overrides")
     base_kmeans = _kmeans(data.get("kmeans", {}), KmeansSettings(), where, "kmeans")
     analysis = _analysis(data.get("analysis", {}), where)
+    curve = _curve(data.get("curve", {}), analysis, where)
     entries = data.get("iterations")
     if not isinstance(entries, list) or not entries:
         raise ScheduleError(where("iterations", "must be a non-empty list of iterations"))
@@ -168,7 +183,9 @@ def parse_schedule(data: Any, path: str, text: str = "") -> Schedule:
         iterations.append(
             _iteration(entry, number, key, where, base_config, base_overrides, base_kmeans, iterations)
         )
-    return Schedule(path, seed, shards, tuple(iterations), analysis, text)
+    if curve.every is not None:
+        _check_curve_keys(data, where)
+    return Schedule(path, seed, shards, tuple(iterations), analysis, text, curve)
 
 
 class _Where:
@@ -303,6 +320,28 @@ def _analysis(value: Any, where: _Where) -> AnalysisSettings:
     _integer(settings.seed, where, "analysis.seed", minimum=0)
     _integer(settings.probe_train_utterances, where, "analysis.probe_train_utterances", minimum=2)
     return settings
+
+
+def _curve(value: Any, analysis: AnalysisSettings, where: _Where) -> CurveSettings:
+    _mapping(value, where, "curve", {f.name for f in fields(CurveSettings)})
+    settings = replace(CurveSettings(), **value)
+    if settings.every is not None:
+        _integer(settings.every, where, "curve.every", minimum=1)
+        if not analysis.enabled:
+            raise ScheduleError(where("curve.every", "the curve is the layer analysis along training; it needs "
+                                                     "analysis.enabled: true (or remove curve)"))
+    return settings
+
+
+def _check_curve_keys(data: dict, where: _Where):
+    """With a curve, the driver sets how often fairseq keeps checkpoints (``CURVE_KEYS``)."""
+    places = [("overrides", data)] + [(f"iterations[{n}].overrides", entry)
+                                      for n, entry in enumerate(data["iterations"], start=1)]
+    for key, place in places:
+        for name in place.get("overrides", {}):
+            if name.lstrip("+") in CURVE_KEYS:
+                raise ScheduleError(where(f"{key}.{name}", "is set by the driver when curve.every is set (a "
+                                                           "checkpoint kept every curve.every updates); remove it"))
 
 
 def _check_same_shape(iteration: Iteration, previous: Iteration, where: _Where, key: str):

@@ -29,7 +29,7 @@ from ..checkpoint_recovery import LAST, ensure_resumable
 from ..export.formats import genuine_hubert_cfg
 from ..hydra_command import hydra_train_command, override_arguments
 from ..models.hubert_checkpoint import PRETRAINING_HEAD
-from .schedule import Iteration
+from .schedule import KEEP_INTERVAL_KEY, SAVE_INTERVAL_KEY, Iteration
 
 
 class TrainingError(RuntimeError):
@@ -38,9 +38,10 @@ class TrainingError(RuntimeError):
 
 def train_command(
     iteration: Iteration, seed: int, data_dir: str, label_dir: str, save_dir: str, hydra_dir: str,
-    start_overrides: Sequence[str],
+    start_overrides: Sequence[str], keep_every: Optional[int] = None,
 ) -> List[str]:
-    """The fairseq-hydra-train command of one iteration (driver keys first, then the schedule's overrides)."""
+    """The fairseq-hydra-train command of one iteration (driver keys first, then the schedule's overrides);
+    ``keep_every``: fairseq saves and keeps a checkpoint every that many updates (the quality curve's)."""
     config_dir, config_file = os.path.split(iteration.config_path)
     rate = iteration.target.label_rate
     driver_keys = {
@@ -54,6 +55,8 @@ def train_command(
         "optimization.max_update": iteration.max_update,
         "hydra.run.dir": hydra_dir,
     }
+    if keep_every is not None:
+        driver_keys.update({SAVE_INTERVAL_KEY: keep_every, KEEP_INTERVAL_KEY: -1})
     return hydra_train_command(config_dir, os.path.splitext(config_file)[0], driver_keys,
                                [*start_overrides, *override_arguments(iteration.overrides)])
 

@@ -78,13 +78,20 @@ def start_overrides(save_dir: str, init_checkpoint: Optional[str]) -> List[str]:
 def run_training(command: Sequence[str], log_path: str, echo=None) -> None:
     """Run fairseq-hydra-train, appending its output to ``log_path``; ``echo(line)`` sees every line.
 
-    SIGTERM / SIGINT to the driver stop the training process first (its checkpoints stay for a resume).
+    SIGTERM / SIGINT to the driver are passed on to the training process (again for every repeat, e.g. a
+    second Ctrl-C); once it has exited (its checkpoints stay for a resume) KeyboardInterrupt is raised.
     """
+    received: List[int] = []
+
+    def forward(signum, frame):  # only passes the signal on: waiting here would deadlock on a second signal
+        received.append(signum)
+        process.send_signal(signum)
+
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("+ " + " ".join(command) + "\n")
         log.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-        previous = {sig: signal.signal(sig, _forward_to(process)) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             for line in process.stdout:
                 log.write(line)
@@ -95,17 +102,10 @@ def run_training(command: Sequence[str], log_path: str, echo=None) -> None:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt(f"stopped by signal {received[0]}; re-run the same command to resume")
     if code != 0:
         raise TrainingError(f"fairseq-hydra-train exited with {code}; see {log_path}")
-
-
-def _forward_to(process: subprocess.Popen):
-    def handler(signum, frame):
-        process.send_signal(signum)
-        process.wait()
-        raise KeyboardInterrupt(f"stopped by signal {signum}; re-run the same command to resume")
-
-    return handler
 
 
 def fresh_model(cfg: dict, dictionaries: list, seed: int):

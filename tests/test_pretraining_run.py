@@ -353,3 +353,14 @@ def test_a_curve_stage_killed_between_two_points_resumes_at_the_missing_one(runs
                         after["checkpoint"])
     assert sorted(os.listdir(curve_dir)) == ["stamp.json", "u3"]
     assert json.load(open(stamp_path))["run_id"] == running["run_id"]
+
+
+def test_seed_flag_replaces_the_schedules_seed_and_is_recorded(corpus, tmp_path):
+    from laser_fairseq.cli.pretrain_hubert import main
+
+    schedule = write_schedule(tmp_path / "schedule.yaml")
+    out = tmp_path / "run"
+    main(["--schedule", schedule, "--data", corpus, "--out", str(out), "--seed", "5", "--stop-after", "iter1.kmeans"])
+    assert stamp(str(out), "iter1.kmeans")["settings"]["seed"] == 5  # the schedule says 3
+    assert open(out / "schedule.yaml").read().endswith("\n# run with --seed 5\n")
+    assert json.load(open(out / "summary.json"))["seed"] == 5

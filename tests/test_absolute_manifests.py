@@ -1,6 +1,8 @@
 """Manifests our corpus tools write are read unchanged by fairseq's own tasks from any working directory;
 scripts/absolute_manifests.py makes absolute copies of relative (portable) ones."""
 
+import contextlib
+import locale
 import os
 import shutil
 import subprocess
@@ -136,33 +138,40 @@ def test_copies_take_every_split_side_file_and_dictionary_and_nothing_else(corpo
     assert (out / "train.km.txt").read_text() == "1 2\n"
 
 
-def test_side_files_are_read_as_utf8_whatever_the_locale(tmp_path):
-    """Transcripts, dictionaries and other tables with non-ASCII text, copied by a process whose locale is
-    ASCII (C locale, UTF-8 mode off): they are read as UTF-8 (the locale's codec would fail on them). The audio
-    names stay ASCII: under such a locale Python cannot open non-ASCII paths at all, so read_manifest refuses
-    those first (docs/mutation_equivalents.toml)."""
+@contextlib.contextmanager
+def ascii_locale():
+    """LC_CTYPE set to C for the block: open() without an encoding then reads ASCII (Python's UTF-8 mode
+    would override it: the test needs it off, as it is unless the process started in the C locale)."""
+    if sys.flags.utf8_mode:
+        pytest.skip("Python's UTF-8 mode is on: open() reads UTF-8 whatever the locale")
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
+
+
+def test_manifests_and_side_files_are_read_as_utf8_whatever_the_locale(tmp_path):
+    """A corpus with non-ASCII audio names, transcripts, dictionaries and other tables, copied while the
+    locale's codec is ASCII: every file is read as UTF-8 (the locale's codec would fail on them). In process:
+    the copy runs under the test, and the file names keep the filesystem codec the process started with."""
     import numpy as np
     import soundfile
 
     source, out = tmp_path / "corpus", tmp_path / "copies"
     (source / "audio").mkdir(parents=True)
-    for name in ("cafe.flac", "naive.flac"):
+    for name in ("café.flac", "naïve.flac"):
         soundfile.write(str(source / "audio" / name), np.zeros(800, dtype="float32"), 16000)
-    (source / "train.tsv").write_text("audio\ncafe.flac\t800\nnaive.flac\t800\n", encoding="utf-8")
+    (source / "train.tsv").write_text("audio\ncafé.flac\t800\nnaïve.flac\t800\n", encoding="utf-8")
     (source / "train.wrd").write_text("CAFÉ\nNAÏVE\n", encoding="utf-8")
     (source / "dict.ltr.txt").write_text("É 1\nÏ 1\n", encoding="utf-8")
     (source / "voices.tsv").write_text("voix\tlangue\nÉlodie\tfr\n", encoding="utf-8")  # no manifest
-    (source / "names.tsv").write_text("Élodie\n", encoding="utf-8")  # a root-line-like first line, non-ASCII
-    code = ("import sys; from laser_fairseq.data.manifest import write_absolute_copies; "
-            "write_absolute_copies(sys.argv[1], sys.argv[2])")
-    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
-    result = subprocess.run([sys.executable, "-c", code, str(source), str(out)], env=env, cwd=str(tmp_path),
-                            capture_output=True, text=True, encoding="utf-8")
-    assert result.returncode != 0 and "names.tsv" in result.stderr  # read as a manifest (its first line a root)
-    (source / "names.tsv").unlink()
-    result = subprocess.run([sys.executable, "-c", code, str(source), str(out)], env=env, cwd=str(tmp_path),
-                            capture_output=True, text=True, encoding="utf-8")
-    assert result.returncode == 0, result.stderr[-2000:]
+    with ascii_locale():
+        assert open(source / "train.wrd").encoding == "ANSI_X3.4-1968"  # what open() would read without one
+        write_absolute_copies(str(source), str(out))
     assert sorted(os.listdir(out)) == ["dict.ltr.txt", "train.tsv", "train.wrd"]
+    copy = (out / "train.tsv").read_text(encoding="utf-8").splitlines()
+    assert copy == [str(source / "audio"), "café.flac\t800", "naïve.flac\t800"]
     assert (out / "train.wrd").read_text(encoding="utf-8") == "CAFÉ\nNAÏVE\n"
     assert (out / "dict.ltr.txt").read_text(encoding="utf-8") == "É 1\nÏ 1\n"

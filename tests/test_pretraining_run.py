@@ -294,6 +294,16 @@ def test_comparison_of_two_runs(runs, tmp_path):
         load_summary(str(tmp_path / "nothing"))
 
 
+def same_layers(ours, theirs):
+    """Equal layer measures up to float rounding: the driver ran with one thread, the test process may use
+    more (torch's reductions then sum in another order, ~1e-9 apart)."""
+    def close(x, y):
+        return x == pytest.approx(y, rel=1e-6, abs=1e-9) if isinstance(x, float) and isinstance(y, float) else x == y
+
+    return len(ours) == len(theirs) and all(
+        a.keys() == b.keys() and all(close(a[k], b[k]) for k in a) for a, b in zip(ours, theirs))
+
+
 def test_the_curve_analyses_the_checkpoints_kept_along_training(runs, tmp_path):
     from laser_fairseq.checkpoint_io import write_checkpoint
     from laser_fairseq.pretraining.layer_analysis import analyze_checkpoint
@@ -316,7 +326,7 @@ def test_the_curve_analyses_the_checkpoints_kept_along_training(runs, tmp_path):
     schedule = load_schedule(runs["schedule"])
     expected = analyze_checkpoint(model, os.path.join(runs["reference"], "data"), schedule.analysis, "cpu", "x",
                                   str(tmp_path))
-    assert points[2]["layers"] == expected["layers"] and points[2]["layers"] != points[3]["layers"]
+    assert same_layers(points[2]["layers"], expected["layers"]) and not same_layers(points[2]["layers"], points[3]["layers"])
     assert not os.path.exists(os.path.join(runs["reference"], "iter2", "curve", "u3", "model.pt"))
     # the resumed run's curve is the uninterrupted run's, and the reports carry it
     assert open(os.path.join(runs["killed"], "curve.csv")).read() == open(os.path.join(runs["reference"], "curve.csv")).read()
@@ -348,7 +358,7 @@ def test_a_curve_stage_killed_between_two_points_resumes_at_the_missing_one(runs
     assert "[iter2.curve] analysing the checkpoint at 3 updates (1/1)" in output
     assert "[iter1.curve] done before, skipped" in output and "[iter2.train] done before, skipped" in output
     after = json.load(open(os.path.join(curve_dir, "u3", "analysis.json")))
-    assert after["layers"] == before["layers"]  # the run was copied: only its paths differ
+    assert same_layers(after["layers"], before["layers"])  # the run was copied: only its paths differ
     assert re.fullmatch(re.escape(os.path.join(run, "iter2", "train", "checkpoints")) + r"/checkpoint_\d+_3\.pt",
                         after["checkpoint"])
     assert sorted(os.listdir(curve_dir)) == ["stamp.json", "u3"]

@@ -8,7 +8,7 @@ final model: ``RUN/iter<i>/curve/u<updates>/`` holds its analysis.json, layers.c
 twice. A point is finished once its three files are there; an interrupted stage resumes at the first
 missing point.
 
-``curve_points`` of a run: every point of every analysed iteration, with the updates counted from the start
+``collect_points`` of a run: every point of every analysed iteration, with the updates counted from the start
 of the schedule (``total_updates``) so that schedules of different structure share one axis.
 """
 
@@ -90,7 +90,7 @@ def collect_points(schedule: Schedule, stage_dir: Callable[[str, str], str], fin
         return []
     points, offset = [], 0
     for iteration in schedule.iterations:
-        curve_done = schedule.curve.every and finished(f"{iteration.name}.curve")
+        curve_done = finished(f"{iteration.name}.curve")
         updates = point_updates(iteration.max_update, schedule.curve.every) if curve_done else []
         directories = [(u, point_dir(stage_dir(iteration.name, "curve"), u)) for u in updates]
         if finished(f"{iteration.name}.analysis"):
@@ -232,7 +232,7 @@ def comparison_markdown(summaries: Sequence[dict]) -> List[str]:
     if not groups:
         return []
     lines = ["## Along training (mean ± std over seeds)", "",
-             f"Quality = the best layer's phone probe frame accuracy at each analysed checkpoint.", ""]
+             "Quality = the best layer's phone probe frame accuracy at each analysed checkpoint.", ""]
     header = ["schedule", "seeds", "updates", "final quality", "final top-block input likeness"]
     rows = []
     for name, runs in groups.items():

@@ -2,7 +2,8 @@
 #
 #   make install   create/update .venv with pinned versions (constraints.txt); a no-op when up to date
 #   make demo      install, then LASER on the committed tiny pretrained HuBERT and a small synthetic corpus
-#   make test      install, then the test suite (prints its 15 slowest steps; fails if it changed `git status`)
+#   make test      install, then the test suite on TEST_JOBS processes (prints its 15 slowest steps; fails if it
+#                  changed `git status`)
 #   make real-geometry   install, then the README's workflow (train, export, load) at HuBERT/WavLM Base shape (3-7 min)
 #   make bench     install, then the benchmarks (soft-DTW, training step, phone probe, yardsticks); their result files go to
 #                  BENCH_OUT (default: the committed benchmarks/results, which the docs quote) -- running it
@@ -54,9 +55,12 @@ demo: install
 
 # The suite, its 15 slowest steps (docs/contributing.md#where-the-suites-time-goes), and a check that it left the
 # repository as it found it: `git status --porcelain` before and after must match (local changes are fine).
+# pytest-xdist spreads the test files over TEST_JOBS processes, each file whole in one of them (--dist loadfile:
+# a file's fixtures are made once); TEST_JOBS=0 runs everything in one process.
+TEST_JOBS ?= 2
 test: install
 	@before=$$(mktemp) && after=$$(mktemp) && git status --porcelain --untracked-files=all > $$before 2>&1; \
-	$(PY) -m pytest -q --durations=15 tests; status=$$?; \
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15 tests; status=$$?; \
 	git status --porcelain --untracked-files=all > $$after 2>&1; \
 	if ! cmp -s $$before $$after; then \
 	  echo "make test: the suite changed the repository (git status --porcelain, before -> after):"; \

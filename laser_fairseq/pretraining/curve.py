@@ -145,8 +145,11 @@ def plot_curve(path: str, title: str, points: Sequence[dict], inputs: Optional[d
     axes[0].set_title("phone probe frame accuracy", fontsize=10)
     axes[1].plot(x, [p["layers"][-1].get("input_cka") for p in points], "-o", markersize=3, color="tab:red")
     axes[1].set_title(f"input likeness of the top block ({names[-1] if names else ''})", fontsize=10)
-    axes[2].step(x, [float("nan") if p["targets_pnmi"] is None else p["targets_pnmi"] for p in points],
-                 where="post", color="tab:orange")
+    for iteration in dict.fromkeys(p["iteration"] for p in points):  # each iteration's targets, start to end
+        mine = [p for p in points if p["iteration"] == iteration]
+        if mine[0]["targets_pnmi"] is not None:
+            axes[2].hlines(mine[0]["targets_pnmi"], mine[0]["total_updates"] - mine[0]["updates"],
+                           mine[-1]["total_updates"], color="tab:orange")
     axes[2].set_title("PNMI of the targets trained on", fontsize=10)
     ends = sorted({p["total_updates"] for p in points if p["updates"] == _last_updates(points, p["iteration"])})
     for axis in axes:
@@ -257,14 +260,10 @@ def comparison_markdown(summaries: Sequence[dict]) -> List[str]:
     rows = []
     for name, runs in groups.items():
         for iteration in dict.fromkeys(p["iteration"] for p in runs[0]["curve"]):
-            firsts, lasts = [], []
-            for run in runs:
-                mine = [p for p in run["curve"] if p["iteration"] == iteration]
-                firsts.append(top_likeness(mine[0]))
-                lasts.append(top_likeness(mine[-1]))
-            mine = [p for p in runs[0]["curve"] if p["iteration"] == iteration]
-            rows.append([name, iteration, f"{mine[0]['total_updates']} → {mine[-1]['total_updates']}",
-                         _pm(*mean_std(firsts)), _pm(*mean_std(lasts))])
+            per_run = [[p for p in run["curve"] if p["iteration"] == iteration] for run in runs]
+            rows.append([name, iteration, f"{per_run[0][0]['total_updates']} → {per_run[0][-1]['total_updates']}",
+                         _pm(*mean_std([top_likeness(mine[0]) for mine in per_run])),
+                         _pm(*mean_std([top_likeness(mine[-1]) for mine in per_run]))])
     return lines + markdown.table(header, rows) + [""]
 
 

@@ -1,6 +1,7 @@
 """The quality curve's arithmetic (laser_fairseq/pretraining/curve.py) on hand-made runs with known answers;
 the curve of real runs through the driver: tests/test_pretraining_run.py."""
 
+import json
 import os
 
 import pytest
@@ -71,3 +72,34 @@ def test_the_comparison_says_when_each_seed_reaches_the_other_schedules_final_qu
     curve.plot_comparison(path, standard + progressive, {"log_mel": {"phone_acc": 0.6}})
     assert os.path.getsize(path) > 0
     assert curve.comparison_markdown([{"schedule": "x", "curve": []}]) == []
+
+
+def test_the_collected_points_are_those_the_stamps_record_not_those_the_schedule_would_give_now(tmp_path):
+    """A finished two-iteration run whose schedule was then given a longer iteration 2 (not run yet, e.g.
+    stopped with --stop-after before its training): the report shows what was measured, at the updates trained."""
+    from types import SimpleNamespace
+
+    def stage_dir(iteration, stage):
+        return str(tmp_path / iteration / stage)
+
+    def analysed(directory, acc):
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "analysis.json"), "w") as handle:
+            json.dump({"layers": layers(acc)}, handle)
+
+    stamps = {"iter1.curve": {"record": {"points": [10, 20]}}, "iter1.train": {"record": {"updates": 30}},
+              "iter1.analysis": {}, "iter2.curve": {"record": {"points": [10]}},
+              "iter2.train": {"record": {"updates": 40}}, "iter2.analysis": {}}
+    for name, acc in (("iter1", 0.3), ("iter2", 0.5)):
+        analysed(stage_dir(name, "analysis"), acc)
+    for name, updates, acc in (("iter1", 10, 0.1), ("iter1", 20, 0.2), ("iter2", 10, 0.4)):
+        analysed(curve.point_dir(stage_dir(name, "curve"), updates), acc)
+    schedule = SimpleNamespace(curve=SimpleNamespace(every=10), iterations=[
+        SimpleNamespace(name="iter1", max_update=30), SimpleNamespace(name="iter2", max_update=100)])
+    points = curve.collect_points(schedule, stage_dir, stamps.get, {"iter1": 0.5, "iter2": 0.6}.get)
+    assert [(p["iteration"], p["updates"], p["total_updates"], p["layers"][0]["phone_acc"], p["targets_pnmi"])
+            for p in points] == [("iter1", 10, 10, 0.1, 0.5), ("iter1", 20, 20, 0.2, 0.5), ("iter1", 30, 30, 0.3, 0.5),
+                                 ("iter2", 10, 40, 0.4, 0.6), ("iter2", 40, 70, 0.5, 0.6)]
+    # iteration 2 not analysed yet: only iteration 1's points
+    del stamps["iter2.curve"], stamps["iter2.analysis"]
+    assert [p["total_updates"] for p in curve.collect_points(schedule, stage_dir, stamps.get)] == [10, 20, 30]

@@ -78,29 +78,33 @@ def analyze_point(save_dir: str, updates: int, data_dir: str, settings: Analysis
         os.remove(model)  # fairseq's checkpoint stays in save_dir; the analysis does not need a copy
 
 
-def collect_points(schedule: Schedule, stage_dir: Callable[[str, str], str], finished: Callable[[str], bool],
+def collect_points(schedule: Schedule, stage_dir: Callable[[str, str], str],
+                   done_stamp: Callable[[str], Optional[dict]],
                    targets_pnmi: Callable[[str], Optional[float]] = lambda name: None) -> List[dict]:
     """Every analysed point of the run: {iteration, updates, total_updates, targets_pnmi, layers}, in training
     order (empty without a curve).
 
-    ``finished(stage_name)``: whether a stage is done (a curve stage contributes its points once finished, an
-    iteration's analysis its final point); ``targets_pnmi(iteration_name)``: the PNMI of the targets the
-    iteration trains on."""
+    ``done_stamp(stage_name)``: the stamp of a finished stage, else None. The points are those the stamps
+    record (a curve stage's analysed updates, a training stage's updates for the iteration's final point), not
+    those the schedule would give now: a schedule changed after a stage ran (e.g. a longer iteration, not run
+    yet) reports what was measured. ``targets_pnmi(iteration_name)``: the PNMI of the targets the iteration
+    trains on."""
     if schedule.curve.every is None:
         return []
     points, offset = [], 0
     for iteration in schedule.iterations:
-        curve_done = finished(f"{iteration.name}.curve")
-        updates = point_updates(iteration.max_update, schedule.curve.every) if curve_done else []
+        curve_stamp, train_stamp = done_stamp(f"{iteration.name}.curve"), done_stamp(f"{iteration.name}.train")
+        trained = (train_stamp or {}).get("record", {}).get("updates", iteration.max_update)
+        updates = (curve_stamp or {}).get("record", {}).get("points", [])
         directories = [(u, point_dir(stage_dir(iteration.name, "curve"), u)) for u in updates]
-        if finished(f"{iteration.name}.analysis"):
-            directories.append((iteration.max_update, stage_dir(iteration.name, "analysis")))
+        if done_stamp(f"{iteration.name}.analysis") is not None:
+            directories.append((trained, stage_dir(iteration.name, "analysis")))
         for done_updates, directory in directories:
             layers = read_json(os.path.join(directory, ANALYSIS_JSON))["layers"]
             points.append({"iteration": iteration.name, "updates": done_updates,
                            "total_updates": offset + done_updates, "targets_pnmi": targets_pnmi(iteration.name),
                            "layers": layers})
-        offset += iteration.max_update
+        offset += trained
     return points
 
 

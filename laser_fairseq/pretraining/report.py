@@ -70,7 +70,7 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
                   "inputs": read_json(os.path.join(random_dir, "analysis.json")).get("inputs")}
     data_stamp = read_stamp(os.path.join(run_dir, "data")) or {}
     pnmi = {entry["name"]: (_quality(entry) or {}).get("pnmi") for entry in iterations}
-    points = curve.collect_points(schedule, stage_dir, lambda name: _finished(stage_dir, name), pnmi.get)
+    points = curve.collect_points(schedule, stage_dir, lambda name: _done_stamp(stage_dir, name), pnmi.get)
     return {
         "schedule": schedule.name,
         "schedule_path": schedule.path,
@@ -88,9 +88,9 @@ def collect_run(run_dir: str, schedule: Schedule, stage_dir: Callable[[str, str]
     }
 
 
-def _finished(stage_dir: Callable[[str, str], str], stage_name: str) -> bool:
+def _done_stamp(stage_dir: Callable[[str, str], str], stage_name: str) -> Optional[dict]:
     stamp = read_stamp(stage_dir(*stage_name.split(".")))
-    return bool(stamp) and stamp.get("status") == DONE
+    return stamp if stamp and stamp.get("status") == DONE else None
 
 
 def _layers(analysis_dir: str) -> List[dict]:
@@ -104,13 +104,15 @@ def _chance(analysis_dir: str) -> Dict[str, Optional[float]]:
 
 
 def measures_of(layers: Optional[Sequence[dict]]) -> List[str]:
-    """Numeric per-layer fields, in the order the analysis returned them."""
+    """Numeric per-layer fields that some layer has a value of, in the order the analysis returned them (a
+    measure the analysis did not take, e.g. ABX without --abx, is None in every layer and left out)."""
     names: List[str] = []
     for layer in layers or []:
         for key, value in layer.items():
-            if key not in NON_MEASURES and key not in names and (value is None or isinstance(value, (int, float))):
+            if key not in NON_MEASURES and key not in names and isinstance(value, (int, float)):
                 names.append(key)
-    return names
+    order = {key: index for layer in layers or [] for index, key in enumerate(layer)}
+    return sorted(names, key=lambda key: order[key])
 
 
 def phone_measures(measures: Sequence[str]) -> List[str]:

@@ -9,7 +9,7 @@
 #                  BENCH_OUT (default: the committed benchmarks/results, which the docs quote) -- running it
 #                  deliberately updates the committed results; `make bench BENCH_OUT=outputs/bench` does not
 #   make mutate    install, then mutation testing of one scope of the core (default: composition, ~7 min); docs/mutation_report*.md
-#   make pretrain-demo   install, then the tiny progressive HuBERT pretraining on the synthetic corpus
+#   make pretrain-demo   install, then the tiny_standard HuBERT pretraining on the synthetic corpus (the demo upstream)
 #   make constraints   re-pin constraints.txt from the current .venv (after a deliberate upgrade)
 
 # Python 3.12 (fastabx needs >= 3.12; fairseq-fixed, torch, s3prl, numba, transformers all run on it). A pyenv
@@ -88,14 +88,15 @@ MUTATE_SCOPE ?= composition
 mutate: install
 	$(PY) dev/mutate.py --scope $(MUTATE_SCOPE) --jobs $(MUTATE_JOBS)
 
-# The synthetic espeak-ng corpus (made once) and the tiny_progressive schedule on it; re-running continues
-# or skips what is done (examples/hubert_pretraining/README.md).
+# The synthetic espeak-ng corpus (made once) and the tiny_standard schedule on it, which rebuilds the demo's
+# upstream examples/hubert_pretraining/tiny_standard_hubert.pt as PRETRAIN_RUN/iter2/train/model.pt (equal up
+# to float differences between CPUs); re-running continues or skips what is done (examples/hubert_pretraining/README.md).
 PRETRAIN_CORPUS ?= outputs/synthetic_corpus
-PRETRAIN_RUN ?= outputs/pretrain/tiny_progressive
+PRETRAIN_RUN ?= outputs/pretrain/tiny_standard
 pretrain-demo: install
 	@test -f $(PRETRAIN_CORPUS)/train.tsv || \
 	  $(PY) scripts/make_synthetic_corpus.py --out $(PRETRAIN_CORPUS) --sentences 250 --voices 8 --seed 1
-	$(PY) scripts/pretrain_hubert.py --schedule examples/hubert_pretraining/tiny_progressive.yaml \
+	$(PY) scripts/pretrain_hubert.py --schedule examples/hubert_pretraining/tiny_standard.yaml \
 	  --data $(PRETRAIN_CORPUS) --out $(PRETRAIN_RUN)
 
 constraints:

@@ -6,7 +6,7 @@
    ``CORPUS_SETTINGS``; kept in outputs/demo/corpus and reused by later runs made with the same settings),
 2. fine-tunes the top 2 blocks of the upstream with `fairseq-hydra-train` and examples/laser/config/demo.yaml
    on the corpus' train split (``demo_train_command``); the default upstream is the tiny HuBERT pretrained here
-   on synthetic speech (examples/hubert_pretraining/tiny_progressive_hubert.pt, see
+   on synthetic speech (examples/hubert_pretraining/tiny_standard_hubert.pt, the tiny_standard preset, seed 1;
    examples/hubert_pretraining/README.md),
 3. prints a summary: first vs last training loss, validation loss, where checkpoints and logs are,
 4. analyses the upstream layer by layer before vs after the fine-tune on the held-out test sentences
@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 from .checkout import REPO
 from .hydra_command import hydra_train_command, run_folder_overrides
 
-PRETRAINED_UPSTREAM = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_progressive_hubert.pt")
+PRETRAINED_UPSTREAM = os.path.join(REPO, "examples", "hubert_pretraining", "tiny_standard_hubert.pt")
 DEMO_CORPUS = os.path.join(REPO, "outputs", "demo", "corpus")
 DEMO_MANIFESTS = os.path.join(REPO, "manifests", "demo")  # the committed demo corpus (data/demo_corpus.py)
 # 60 sentences x 8 voices: 384 train, 48 valid, 48 test utterances (~10 s to synthesise on 2 cores). Seed 2:

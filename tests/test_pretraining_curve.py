@@ -75,7 +75,7 @@ def test_the_comparison_says_when_each_seed_reaches_the_other_schedules_final_qu
 
 
 def test_the_collected_points_are_those_the_stamps_record_not_those_the_schedule_would_give_now(tmp_path):
-    """A finished two-iteration run whose schedule was then given a longer iteration 2 (not run yet, e.g.
+    """A finished two-iteration run whose schedule was then given longer iterations (not run yet, e.g.
     stopped with --stop-after before its training): the report shows what was measured, at the updates trained."""
     from types import SimpleNamespace
 
@@ -95,7 +95,7 @@ def test_the_collected_points_are_those_the_stamps_record_not_those_the_schedule
     for name, updates, acc in (("iter1", 10, 0.1), ("iter1", 20, 0.2), ("iter2", 10, 0.4)):
         analysed(curve.point_dir(stage_dir(name, "curve"), updates), acc)
     schedule = SimpleNamespace(curve=SimpleNamespace(every=10), iterations=[
-        SimpleNamespace(name="iter1", max_update=30), SimpleNamespace(name="iter2", max_update=100)])
+        SimpleNamespace(name="iter1", max_update=50), SimpleNamespace(name="iter2", max_update=100)])
     points = curve.collect_points(schedule, stage_dir, stamps.get, {"iter1": 0.5, "iter2": 0.6}.get)
     assert [(p["iteration"], p["updates"], p["total_updates"], p["layers"][0]["phone_acc"], p["targets_pnmi"])
             for p in points] == [("iter1", 10, 10, 0.1, 0.5), ("iter1", 20, 20, 0.2, 0.5), ("iter1", 30, 30, 0.3, 0.5),

@@ -109,10 +109,9 @@ def measures_of(layers: Optional[Sequence[dict]]) -> List[str]:
     names: List[str] = []
     for layer in layers or []:
         for key, value in layer.items():
-            if key not in NON_MEASURES and key not in names and isinstance(value, (int, float)):
+            if key not in NON_MEASURES and key not in names and (value is None or isinstance(value, (int, float))):
                 names.append(key)
-    order = {key: index for layer in layers or [] for index, key in enumerate(layer)}
-    return sorted(names, key=lambda key: order[key])
+    return [name for name in names if any(isinstance(layer.get(name), (int, float)) for layer in layers)]
 
 
 def phone_measures(measures: Sequence[str]) -> List[str]:

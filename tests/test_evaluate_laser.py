@@ -112,11 +112,34 @@ def test_yardstick_table_gives_per_relative_change_and_abx_per_variant():
     assert lines[3] == "| upstream | 1 | 0.474 | reference | 0.474 | 9.0 | 9.3 | 9.4 | 11.8 |"
 
 
+def test_yardstick_table_reads_na_for_a_variant_without_superb_pr():
+    """--superb-pr-variants leaves the other variants' SUPERB-PR columns empty: n/a, their ABX still shown."""
+    abx = dict(abx_within_top=9.04, abx_across_top=9.26, abx_within_best=9.4, abx_across_best=11.75)
+    records = [{"variant": "sdtw_only", "seed": 1, "superb_per_rel": None, **abx},
+               {"variant": "sdtw_only", "seed": 2, "superb_per": None, "superb_per_rel": None, **abx},
+               {"variant": "upstream", "seed": 1, "superb_per": 0.474, "superb_per_rel": 0.0, **abx}]
+    lines = table.yardstick_table(records).splitlines()
+    assert lines[2] == "| sdtw_only | 2 | n/a | n/a | n/a | 9.0 ± 0.0 | 9.3 ± 0.0 | 9.4 ± 0.0 | 11.8 ± 0.0 |"
+    assert lines[3] == "| upstream | 1 | 0.474 | reference | 0.474 | 9.0 | 9.3 | 9.4 | 11.8 |"
+
+
+def test_superb_pr_variants_must_be_among_the_variants_run(capsys):
+    with pytest.raises(SystemExit):
+        evaluate_laser.parse_args(["--upstream", "u.pt", "--data", "d", "--out", "o", "--variants", "laser",
+                                   "upstream", "--superb-pr-variants", "laser", "idm_only"])
+    assert "--superb-pr-variants idm_only: not among the variants run" in capsys.readouterr().err
+    args = evaluate_laser.parse_args(["--upstream", "u.pt", "--data", "d", "--out", "o",
+                                      "--superb-pr-variants", "laser", "upstream"])
+    assert args.superb_pr_variants == ["laser", "upstream"] and args.variants == list(VARIANTS)
+
+
+@pytest.mark.parametrize("folder", ["cnn64"])
 @pytest.mark.parametrize("stem", ["results", "results_test_unseen_voices"])
-def test_the_effect_readme_shows_the_committed_yardstick_tables(stem):
-    """examples/laser_effect/README.md's SUPERB-PR / ABX tables are the rendering of the committed results."""
+def test_the_effect_readme_shows_the_committed_yardstick_tables(folder, stem):
+    """examples/laser_effect/README.md's SUPERB-PR / ABX tables are the rendering of the committed results (the
+    study on the demo's upstream, and the earlier one on the 64-channel model in cnn64/)."""
     effect = os.path.join(REPO, "examples", "laser_effect")
-    with open(os.path.join(effect, f"{stem}.json"), encoding="utf-8") as handle:
+    with open(os.path.join(effect, folder, f"{stem}.json"), encoding="utf-8") as handle:
         records = json.load(handle)["records"]
     assert {r["variant"] for r in records} == set(VARIANTS) and len(records) == 3 * len(VARIANTS)
     with open(os.path.join(effect, "README.md"), encoding="utf-8") as handle:
@@ -227,6 +250,16 @@ def test_end_to_end_trains_measures_tabulates_and_resumes_adding_the_yardsticks(
         table_file = json.load(handle)
     assert table_file["not_trained"] == ["idm_only/lr0.0003-u3/seed2"]
     assert {(r["variant"], r["seed"]) for r in table_file["records"]} == {("idm_only", 1), ("upstream", 0)}
+
+    # --superb-pr-variants upstream: the upstream keeps its (cached) probe, idm_only reads n/a, nothing is probed
+    fourth = run_main(capsys, *arguments, "--measure-only", "--no-abx", "--superb-pr-variants", "upstream",
+                      "--superb-pr-steps", "2")
+    assert "[upstream seed 1] SUPERB-PR" in fourth and "[idm_only seed 1] SUPERB-PR" not in fourth
+    records = read_records(os.path.join(out, "results.json"))
+    assert records[("upstream", 1)]["superb_per"] == up["superb_per"]
+    assert records[("idm_only", 1)].get("superb_per") is None and records[("idm_only", 1)]["superb_per_rel"] is None
+    with open(os.path.join(out, "results.md")) as handle:
+        assert "probed variants (--superb-pr-variants): upstream, the others n/a" in handle.read()
 
 
 def test_a_finished_out_of_another_upstream_is_refused_and_left_as_it_is(corpus_and_upstream, tmp_path):

@@ -19,7 +19,7 @@ from laser_fairseq.tiny_upstream import save_checkpoint
 from test_analysis import laser_checkpoint_with_new_top_blocks
 from laser_fairseq.checkout import REPO
 
-STUDY = os.path.join(REPO, "examples", "laser_effect", "run1", "results.json")  # the first run: 3 seeds of every variant
+STUDY = os.path.join(REPO, "examples", "laser_effect", "cnn64", "run1", "results.json")  # the first run: 3 seeds of every variant
 
 
 def sha256(path):
@@ -104,7 +104,7 @@ def test_the_effect_is_the_studys_mean_over_seeds(exported):
     expected = f"| laser | {len(laser_rows)} | " + " | ".join(f"{m:.3f}" for m in means) + " |"
     assert expected in text
     assert "| upstream | 1 | " in text and "phone_per_chance 1.000" in text
-    with open(os.path.join(REPO, "examples", "laser_effect", "run1", "results.md")) as handle:
+    with open(os.path.join(REPO, "examples", "laser_effect", "cnn64", "run1", "results.md")) as handle:
         assert "| laser | 3 | 0.493 ± 0.001 | 1.983 ± 0.012 |" in handle.read()  # the study's own table agrees
     assert "| laser | 3 | 0.493 | 1.983 | 0.973 | 0.885 |" in text
 

@@ -73,6 +73,10 @@ def parse_args(argv=None):
     parser.add_argument("--superb-pr-preset", choices=sorted(PRESETS), default="miniature",
                         help="SUPERB-PR recipe scale (default miniature: 600 steps; full: SUPERB's 100,000)")
     parser.add_argument("--superb-pr-steps", type=int, help="SUPERB-PR step budget (default: the preset's)")
+    parser.add_argument("--superb-pr-variants", nargs="+", metavar="VARIANT",
+                        help="probe only these variants with SUPERB PR, the study's costliest measure (one s3prl "
+                             "training per model and probe seed); the others read n/a (default: every variant; "
+                             "the relative PER needs upstream among them)")
     parser.add_argument("--no-superb-pr", action="store_true", help="skip the SUPERB-PR columns (quick runs)")
     parser.add_argument("--no-abx", action="store_true", help="skip the ABX columns (quick runs)")
     parser.add_argument("--measure-only", action="store_true",
@@ -86,6 +90,11 @@ def parse_args(argv=None):
         parser.error("--superb-pr-steps must be >= 1")
     if args.variants is None:
         args.variants = ["laser"] if args.grid_lr else list(VARIANTS)
+    if args.superb_pr_variants is not None:
+        outside = [name for name in args.superb_pr_variants if name not in args.variants]
+        if outside:
+            parser.error(f"--superb-pr-variants {' '.join(outside)}: not among the variants run "
+                         f"({' '.join(args.variants)}); list only those, or add them to --variants")
     if args.select_split == args.eval_split and not args.grid_lr:
         parser.error("--select-split and --eval-split must differ: the best layer is chosen on held-out data "
                      "other than the reported split")
@@ -129,7 +138,10 @@ def main(argv=None):
         eval_settings=EvalSettings(max_utterances=args.max_eval_utterances,
                                    probe_train_utterances=args.probe_train_utterances, device=args.device),
         yardsticks=YardstickSettings(superb_pr=not args.no_superb_pr, superb_pr_preset=args.superb_pr_preset,
-                                     superb_pr_steps=args.superb_pr_steps, abx=not args.no_abx,
+                                     superb_pr_steps=args.superb_pr_steps,
+                                     superb_pr_variants=(tuple(args.superb_pr_variants)
+                                                         if args.superb_pr_variants is not None else None),
+                                     abx=not args.no_abx,
                                      abx_max_utterances=args.max_eval_utterances, device=args.device),
         command=command, measure_only=args.measure_only,
     )

@@ -28,7 +28,10 @@ def header(options, stem: str, reported_split: str, records: Sequence[dict], cho
                      f"{options.yardsticks.superb_pr_steps or 'of the preset'}), trained on train, checkpoint picked "
                      f"on valid, PER on `{reported_split}`; the upstream is probed once per probe seed 1..N and seed k "
                      "of a variant is paired with the upstream's probe seed k for the relative change "
-                     "(PER - PER_upstream) / PER_upstream")
+                     "(PER - PER_upstream) / PER_upstream"
+                     + ("" if options.yardsticks.superb_pr_variants is None else
+                        "; probed variants (--superb-pr-variants): "
+                        + ", ".join(options.yardsticks.superb_pr_variants) + ", the others n/a"))
     if not sweep and any(r.get("abx_within_top") is not None for r in records):
         lines.append("- ABX: fastabx triphone ABX error (%, chance 50) within / across voices of the top layer and "
                      f"of the best layer, on `{reported_split}`")

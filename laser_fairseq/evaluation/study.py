@@ -109,10 +109,10 @@ def check_out(options: StudyOptions):
 
 
 def yardstick_columns(run: Run, options: StudyOptions, entry: dict) -> dict:
-    """SUPERB-PR PER of the run's model with probe seed = the run's seed, and ABX of its top and best layer,
-    on the eval split (each as asked by ``options.yardsticks``)."""
+    """SUPERB-PR PER of the run's model with probe seed = the run's seed (for the variants that get it), and ABX
+    of its top and best layer, on the eval split (each as asked by ``options.yardsticks``)."""
     settings, model, folder = options.yardsticks, model_of(run, options.out), measures_folder(run, options.out)
-    if settings.superb_pr:
+    if settings.superb_pr_of(entry["variant"]):
         log(f"[{entry['variant']} seed {run.seed}] SUPERB-PR (probe seed {run.seed}) on {options.eval_split}")
         entry[rows.SUPERB_PER] = superb_per(model, options.data, folder, run.seed, options.eval_split, settings)
     if settings.abx:
@@ -125,7 +125,8 @@ def yardstick_columns(run: Run, options: StudyOptions, entry: dict) -> dict:
 def run_table(options: StudyOptions) -> List[dict]:
     settings = training_settings(options, options.lr, options.max_update)
     entries, missing = [], []
-    for run in runs_for(options.variants, options.seeds, settings, upstream_seeds=options.yardsticks.superb_pr):
+    for run in runs_for(options.variants, options.seeds, settings,
+                        upstream_seeds=options.yardsticks.superb_pr_of("upstream")):
         if run.variant.trains and options.measure_only and finished(run, options.out) is None:
             log(f"[{run.key}] not trained: left out (--measure-only)")
             missing.append(run.key)
@@ -139,7 +140,7 @@ def run_table(options: StudyOptions) -> List[dict]:
         entry = rows.record(run.variant.name, run.seed, settings.lr,
                             settings.max_update if run.variant.trains else 0, reported, selection)
         entries.append(yardstick_columns(run, options, entry))
-    if options.yardsticks.superb_pr:
+    if any(options.yardsticks.superb_pr_of(variant.name) for variant in options.variants):
         rows.add_relative_per(entries)
     write_results(options, entries, results_stem(options.eval_split), reported_split=options.eval_split,
                   missing=missing)

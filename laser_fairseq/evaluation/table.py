@@ -112,20 +112,24 @@ YARDSTICK_ABX = ("abx_within_top", "abx_across_top", "abx_within_best", "abx_acr
 def yardstick_table(records: Sequence[dict], reference: str = "upstream") -> str:
     """The field's yardsticks per variant: SUPERB-PR PER (3 decimals), its change relative to the paired upstream
     probe in % (1 decimal, signed), every seed's PER and change, and the four ABX columns (%, 1 decimal);
-    mean ± sample std over seeds. The ``reference`` variant's relative column reads "reference"."""
+    mean ± sample std over seeds. The ``reference`` variant's relative column reads "reference"; a variant
+    without SUPERB-PR values reads "n/a" in the three SUPERB-PR columns."""
     abx_titles = [column.title + " ↓" for key in YARDSTICK_ABX for column in COLUMNS if column.key == key]
     header = ["variant", "seeds", "SUPERB-PR PER ↓", "PER relative to the upstream ↓", "per seed (PER; relative)",
               *abx_titles]
     lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---|" + "---:|" * len(abx_titles)]
     for variant in variant_order(records):
         rows = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seed"])
-        if variant == reference:
+        per = aggregate([r.get("superb_per") for r in rows])
+        if per.mean is None:  # a variant not probed with SUPERB PR (--superb-pr-variants)
+            relative, seeds = "n/a", "n/a"
+        elif variant == reference:
             relative, seeds = "reference", ", ".join(f"{r['superb_per']:.3f}" for r in rows)
         else:
             change = aggregate([100 * r["superb_per_rel"] for r in rows])
             relative = f"{change.mean:+.1f} %" + ("" if change.std is None else f" ± {change.std:.1f}")
             seeds = ", ".join(f"{r['superb_per']:.3f} ({100 * r['superb_per_rel']:+.1f} %)" for r in rows)
-        cells = [variant, str(len(rows)), format_aggregate(aggregate([r["superb_per"] for r in rows])), relative, seeds]
+        cells = [variant, str(len(rows)), format_aggregate(per), relative, seeds]
         cells += [format_aggregate(aggregate([r[key] for r in rows]), digits=1) for key in YARDSTICK_ABX]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 from ..analysis import abx
 from ..files import read_json, sha256_of, write_json
@@ -26,9 +26,15 @@ class YardstickSettings:
     superb_pr: bool = True
     superb_pr_preset: str = "miniature"
     superb_pr_steps: Optional[int] = None  # None: the preset's step budget
+    superb_pr_variants: Optional[Tuple[str, ...]] = None  # variants that get SUPERB PR (None = every variant)
     abx: bool = True
     abx_max_utterances: Optional[int] = None  # first N audio lines of the eval split (None = all)
     device: str = "cpu"
+
+    def superb_pr_of(self, variant: str) -> bool:
+        """Whether ``variant``'s models are probed with SUPERB PR (the study's costliest measure: one s3prl
+        training per model and probe seed)."""
+        return self.superb_pr and (self.superb_pr_variants is None or variant in self.superb_pr_variants)
 
 
 def superb_per(model: str, data: str, folder: str, seed: int, split: str, settings: YardstickSettings) -> float:

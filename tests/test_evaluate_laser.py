@@ -20,6 +20,7 @@ from laser_fairseq.evaluation.measure import EvalSettings, measure
 from laser_fairseq.evaluation.runs import Run, RunError, TrainingSettings, finished, training_command
 from laser_fairseq.evaluation.study import STAMP, results_stem
 from laser_fairseq.evaluation.variants import VARIANTS, parse_variants
+from laser_fairseq.evaluation.yardsticks import YardstickSettings
 from laser_fairseq.models.trained_upstream import open_upstream
 from laser_fairseq.tiny_upstream import make_tiny_hubert, save_checkpoint
 
@@ -121,6 +122,13 @@ def test_yardstick_table_reads_na_for_a_variant_without_superb_pr():
     lines = table.yardstick_table(records).splitlines()
     assert lines[2] == "| sdtw_only | 2 | n/a | n/a | n/a | 9.0 ± 0.0 | 9.3 ± 0.0 | 9.4 ± 0.0 | 11.8 ± 0.0 |"
     assert lines[3] == "| upstream | 1 | 0.474 | reference | 0.474 | 9.0 | 9.3 | 9.4 | 11.8 |"
+
+
+def test_superb_pr_is_asked_of_the_listed_variants_only():
+    assert YardstickSettings().superb_pr_of("idm_only")  # default: every variant
+    listed = YardstickSettings(superb_pr_variants=("laser", "upstream"))
+    assert listed.superb_pr_of("laser") and listed.superb_pr_of("upstream") and not listed.superb_pr_of("sdtw_only")
+    assert not YardstickSettings(superb_pr=False, superb_pr_variants=("laser",)).superb_pr_of("laser")
 
 
 def test_superb_pr_variants_must_be_among_the_variants_run(capsys):

@@ -2,7 +2,6 @@
 
 Trains the variants with fairseq-hydra-train on DATA/train.tsv (same data, updates, learning rate; one run
 per variant and seed):
-
     laser       soft-DTW divergence + alpha * Contrastive-IDM (the paper's objective)
     sdtw_only   alpha = 0 (the paper's ablation: expected to collapse)
     idm_only    no alignment term (sdtw_weight = 0)
@@ -17,8 +16,7 @@ trains on train and picks its checkpoint on valid) and fastabx triphone ABX with
 and the best layer. Writes results.md, results.csv (per-seed numbers), results.png, results.json and
 commands.sh (the exact training commands) to --out (results_<split>.* when --eval-split is not test, e.g. a
 held-out-voice split made by scripts/make_voice_split.py). Resumable: finished runs and measurements are
-reused (a finished --out re-run with new columns measures only those), a killed run resumes from its
-checkpoint_last.pt.
+reused (a finished --out re-run with new columns measures only those), a killed run resumes from its last checkpoint.
 
 Choosing the learning rate and the number of updates (never on the test split): --grid-lr / --grid-max-update
 train the listed variants (default: laser) for every combination and measure them on --select-split only,
@@ -74,9 +72,8 @@ def parse_args(argv=None):
                         help="SUPERB-PR recipe scale (default miniature: 600 steps; full: SUPERB's 100,000)")
     parser.add_argument("--superb-pr-steps", type=int, help="SUPERB-PR step budget (default: the preset's)")
     parser.add_argument("--superb-pr-variants", nargs="+", metavar="VARIANT",
-                        help="probe only these variants with SUPERB PR, the study's costliest measure (one s3prl "
-                             "training per model and probe seed); the others read n/a (default: every variant; "
-                             "the relative PER needs upstream among them)")
+                        help="SUPERB PR (one s3prl training per model and probe seed) for these variants only, "
+                             "the others n/a (default: all; the relative PER needs upstream among them)")
     parser.add_argument("--no-superb-pr", action="store_true", help="skip the SUPERB-PR columns (quick runs)")
     parser.add_argument("--no-abx", action="store_true", help="skip the ABX columns (quick runs)")
     parser.add_argument("--measure-only", action="store_true",
@@ -90,11 +87,10 @@ def parse_args(argv=None):
         parser.error("--superb-pr-steps must be >= 1")
     if args.variants is None:
         args.variants = ["laser"] if args.grid_lr else list(VARIANTS)
-    if args.superb_pr_variants is not None:
-        outside = [name for name in args.superb_pr_variants if name not in args.variants]
-        if outside:
-            parser.error(f"--superb-pr-variants {' '.join(outside)}: not among the variants run "
-                         f"({' '.join(args.variants)}); list only those, or add them to --variants")
+    outside = [name for name in args.superb_pr_variants or [] if name not in args.variants]
+    if outside:
+        parser.error(f"--superb-pr-variants {' '.join(outside)}: not among the variants run "
+                     f"({' '.join(args.variants)}); list only those, or add them to --variants")
     if args.select_split == args.eval_split and not args.grid_lr:
         parser.error("--select-split and --eval-split must differ: the best layer is chosen on held-out data "
                      "other than the reported split")
@@ -139,8 +135,7 @@ def main(argv=None):
                                    probe_train_utterances=args.probe_train_utterances, device=args.device),
         yardsticks=YardstickSettings(superb_pr=not args.no_superb_pr, superb_pr_preset=args.superb_pr_preset,
                                      superb_pr_steps=args.superb_pr_steps,
-                                     superb_pr_variants=(tuple(args.superb_pr_variants)
-                                                         if args.superb_pr_variants is not None else None),
+                                     superb_pr_variants=args.superb_pr_variants and tuple(args.superb_pr_variants),
                                      abx=not args.no_abx,
                                      abx_max_utterances=args.max_eval_utterances, device=args.device),
         command=command, measure_only=args.measure_only,

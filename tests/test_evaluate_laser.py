@@ -168,9 +168,8 @@ def test_the_root_readme_effect_table_is_the_committed_unseen_voice_results():
         summary = table.summarise(json.load(handle)["records"])
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
         after = handle.read().split("<!-- effect-table -->", 1)[1]
-    rows_shown = [line for line in after.split("\n\n")[1].splitlines()[2:]]
     variants = []
-    for line in rows_shown:
+    for line in after.split("\n\n")[1].splitlines()[2:]:  # the table's rows, below its header and rule
         label, *cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         variants.append(ROOT_TABLE_ROWS[label])
         for key, cell in zip(ROOT_TABLE_COLUMNS, cells, strict=True):
